@@ -1,0 +1,1 @@
+"""nucseg: nuclei segmentation study library."""

@@ -1,0 +1,35 @@
+"""Datasets: one module per dataset, all returning lists of :class:`~nucseg_lib.data.common.Sample`.
+
+- :mod:`~nucseg_lib.data.synthetic`: generated nuclei with exact labels (offline default);
+- :mod:`~nucseg_lib.data.coelho`: Coelho et al. 2009, U2OS and NIH3T3 (real, hand-labelled);
+- :mod:`~nucseg_lib.data.kromp`: Kromp et al. 2020, the paper's dataset (download needed).
+
+:func:`load_dataset` is the single entry point the notebooks use.
+"""
+from __future__ import annotations
+
+from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample
+from . import coelho, kromp, synthetic
+
+DATASETS = ("synthetic", "coelho2009", "kromp2020")
+
+
+def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, **kwargs) -> list[Sample]:
+    """Load dataset ``name`` (one of :data:`DATASETS`), optionally downscaled by ``scale``.
+
+    ``kwargs`` go to the dataset's ``load`` (e.g. ``n_train``/``size`` for synthetic,
+    ``scheme`` for Kromp).
+    """
+    if name == "synthetic":
+        samples = synthetic.load(split=split, **kwargs)
+    elif name == coelho.NAME:
+        samples = coelho.load(root=root, split=split, **kwargs)
+    elif name == kromp.NAME:
+        samples = kromp.load(root=root, split=split, **kwargs)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    return [rescale_sample(s, scale) for s in samples]
+
+
+__all__ = ["DATASETS", "DataError", "Sample", "load_dataset", "normalize_percentile", "read_image",
+           "read_labels", "rescale_sample", "coelho", "kromp", "synthetic"]

@@ -1,0 +1,193 @@
+"""The sample record every dataset returns, reading with clear errors, and normalization.
+
+Every loader in :mod:`nucseg_lib.data` returns a list of :class:`Sample`:
+
+- ``image``: float32, shape (H, W), one channel, raw intensities (not normalized);
+- ``labels``: int32, shape (H, W), 0 = background, 1..n = nuclei;
+- ``name``: a stable identifier (file stem, or ``synthetic-<condition>-<i>``);
+- ``group``: the pathological condition / cell line / synthetic condition.
+
+Errors in input files raise :class:`DataError`, whose message names the file
+and the problem, so a user with a broken download knows what to fix.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DATA_ENV = "NUCSEG_DATA"
+
+
+class DataError(ValueError):
+    """An input file or array is unusable; the message names the file and the problem."""
+
+
+@dataclass
+class Sample:
+    """One image with its instance labels (see the module docstring for units and dtypes)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    name: str
+    group: str
+    dataset: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        validate_pair(self.image, self.labels, self.name)
+        self.image = np.asarray(self.image, dtype=np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+
+    @property
+    def n_nuclei(self) -> int:
+        return int(len(np.unique(self.labels)) - (1 if (self.labels == 0).any() else 0))
+
+
+def data_root(default_subdir: str, root: str | os.PathLike | None = None) -> Path:
+    """Folder of a dataset: ``root`` if given, else ``$NUCSEG_DATA/<default_subdir>``, else ``./data/<default_subdir>``."""
+    if root is not None:
+        return Path(root).expanduser()
+    base = os.environ.get(DATA_ENV)
+    return (Path(base) if base else Path("data")) / default_subdir
+
+
+def validate_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
+    """Raise :class:`DataError` naming ``name`` if image and labels cannot be a training pair."""
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.ndim != 2:
+        raise DataError(f"{name}: image must be 2D (H, W) with one channel, got shape {image.shape}")
+    if labels.ndim != 2:
+        raise DataError(f"{name}: label image must be 2D (H, W), got shape {labels.shape}")
+    if image.shape != labels.shape:
+        raise DataError(f"{name}: image shape {image.shape} and label shape {labels.shape} differ")
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+        raise DataError(f"{name}: image dtype {image.dtype} is not numeric")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise DataError(f"{name}: label image must be integer, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{name}: label image has negative values")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise DataError(f"{name}: image contains NaN or infinite values")
+    if image.size and image.min() == image.max():
+        raise DataError(f"{name}: image is constant (value {image.flat[0]}); nothing to segment")
+
+
+def read_image(path: str | os.PathLike, channel: int | None = 0) -> np.ndarray:
+    """Read a TIFF or PNG as a 2D array; a multi-channel image gives ``channel`` (default 0).
+
+    Raises :class:`DataError` naming the file when it is missing, unreadable or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            arr = iio.imread(path)
+    except Exception as exc:  # tifffile/imageio raise many types for corrupt files
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    arr = np.asarray(arr)
+    arr = np.squeeze(arr)
+    if arr.ndim == 3:
+        # channels last (H, W, C) with few channels, or channels first (C, H, W)
+        if arr.shape[-1] <= 4:
+            arr = arr[..., channel or 0]
+        elif arr.shape[0] <= 4:
+            arr = arr[channel or 0]
+        else:
+            raise DataError(f"{path}: cannot tell the channel axis of an image of shape {arr.shape}")
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2D image, got shape {arr.shape}")
+    return arr
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read an instance label image (integer, 0 = background) as int32, with clear errors."""
+    arr = read_image(path, channel=0)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        else:
+            raise DataError(f"{path}: label image must be integer, got dtype {arr.dtype}")
+    if arr.min() < 0:
+        raise DataError(f"{path}: label image has negative values")
+    return arr.astype(np.int32)
+
+
+def pair_by_name(image_files: Iterable[Path], label_files: Iterable[Path], strict: bool = True):
+    """Pair images and labels with the same file stem; sorted by name.
+
+    With ``strict``, an image without a label (or the reverse) raises :class:`DataError` naming it.
+    """
+    imgs = {Path(p).stem: Path(p) for p in image_files}
+    labs = {Path(p).stem: Path(p) for p in label_files}
+    if strict:
+        missing = sorted(set(imgs) ^ set(labs))
+        if missing:
+            which = [str(imgs.get(m) or labs.get(m)) for m in missing[:5]]
+            raise DataError(f"missing image/label pair for: {', '.join(which)}")
+    return [(imgs[k], labs[k]) for k in sorted(set(imgs) & set(labs), key=natural_key)]
+
+
+def natural_key(s: str):
+    """Sort key that orders ``dna-2`` before ``dna-10``."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def normalize_percentile(image: np.ndarray, pmin: float = 1.0, pmax: float = 99.8, eps: float = 1e-20) -> np.ndarray:
+    """Map the ``pmin`` and ``pmax`` percentiles to 0 and 1 (StarDist's convention); float32, not clipped."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, [pmin, pmax])
+    return ((image - lo) / max(hi - lo, eps)).astype(np.float32)
+
+
+def rescale_sample(sample: Sample, scale: float) -> Sample:
+    """Downscale a sample by ``scale`` (e.g. 2 halves each side): image by area averaging, labels by nearest."""
+    if scale == 1:
+        return sample
+    from skimage.transform import resize
+
+    h, w = sample.image.shape
+    shape = (max(1, round(h / scale)), max(1, round(w / scale)))
+    img = resize(sample.image, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+    lab = resize(sample.labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+    return replace(sample, image=img, labels=lab, meta={**sample.meta, "scale": scale})
+
+
+def split_by_name(names: Sequence[str], test_fraction: float, salt: str) -> dict[str, str]:
+    """Assign each name to ``train`` or ``test`` from a hash of (salt, name) alone.
+
+    A name goes to test when the first 8 bytes of SHA-256(``salt:name``), read as a
+    fraction of 2**64, fall below ``test_fraction``. The assignment of a file
+    therefore depends on nothing but its own name: adding or removing other files
+    never reshuffles the split. Applied within each group (cell line), every group
+    gets about ``test_fraction`` of its files in test.
+    """
+    import hashlib
+
+    out: dict[str, str] = {}
+    for n in names:
+        h = int.from_bytes(hashlib.sha256(f"{salt}:{n}".encode()).digest()[:8], "big") / 2**64
+        out[n] = "test" if h < test_fraction else "train"
+    return out
+
+
+def select_split(samples: list[Sample], split: str) -> list[Sample]:
+    """Keep the samples whose ``meta['split']`` equals ``split``; ``'all'`` keeps every one."""
+    if split == "all":
+        return samples
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    return [s for s in samples if s.meta.get("split") == split]

@@ -1,0 +1,74 @@
+"""Tiled (sliding-window) prediction of probability maps over whole images of any size."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.common import normalize_percentile
+
+
+def _window(size: int, overlap: int) -> np.ndarray:
+    """1D blending weight: linear ramps over ``overlap`` pixels at both ends, 1 in the middle."""
+    w = np.ones(size, np.float32)
+    if overlap > 0:
+        ramp = (np.arange(overlap, dtype=np.float32) + 1) / (overlap + 1)
+        w[:overlap] = ramp
+        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return sorted(set(starts))
+
+
+@torch.no_grad()
+def predict_probabilities(model, image: np.ndarray, tile: int | None = 512, overlap: int = 64,
+                          device=None, normalize: bool = True, batch_size: int = 4) -> np.ndarray:
+    """Probability maps (C, H, W), float32, for a 2D ``image``.
+
+    The image is percentile-normalized (unless ``normalize=False``), cut into
+    ``tile`` x ``tile`` windows overlapping by ``overlap`` pixels, predicted in
+    batches, and blended with linear ramps so tile seams do not show. ``tile=None``
+    predicts the whole image in one pass.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    device = device or next(model.parameters()).device
+    x = normalize_percentile(image) if normalize else image.astype(np.float32)
+    was_training = model.training
+    model.eval()
+    h, w = x.shape
+    if tile is None or (h <= tile and w <= tile):
+        t = torch.from_numpy(x)[None, None].to(device).contiguous(memory_format=torch.channels_last)
+        out = model.probabilities(model(t))[0].float().cpu().numpy()
+        model.train(was_training)
+        return out
+    th, tw = min(tile, h), min(tile, w)
+    step_h, step_w = max(1, th - overlap), max(1, tw - overlap)
+    weight = np.outer(_window(th, overlap if h > th else 0), _window(tw, overlap if w > tw else 0))
+    acc = None
+    norm = np.zeros((h, w), np.float32)
+    coords = [(i, j) for i in _starts(h, th, step_h) for j in _starts(w, tw, step_w)]
+    for b in range(0, len(coords), batch_size):
+        chunk = coords[b:b + batch_size]
+        batch = np.stack([x[i:i + th, j:j + tw] for i, j in chunk])[:, None]
+        t = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+        probs = model.probabilities(model(t)).float().cpu().numpy()
+        if acc is None:
+            acc = np.zeros((probs.shape[1], h, w), np.float32)
+        for (i, j), p in zip(chunk, probs):
+            acc[:, i:i + th, j:j + tw] += p * weight
+            norm[i:i + th, j:j + tw] += weight
+    model.train(was_training)
+    return acc / np.maximum(norm, 1e-8)
+
+
+def foreground_probability(probs: np.ndarray) -> np.ndarray:
+    """Nucleus probability (H, W) from a 1-channel map or a 3-class map (interior + boundary)."""
+    return probs[0] if probs.shape[0] == 1 else probs[1] + probs[2]

@@ -1,0 +1,205 @@
+"""Run the whole study: execute the notebooks with papermill in order, then build the Jupyter Book.
+
+Usage::
+
+    python -m nucseg_lib.runner run --dataset synthetic --profile quick --out runs/synthetic-quick
+    python -m nucseg_lib.runner run --dataset coelho2009 --data-root ../shared/data/coelho2009 --profile cpu \\
+        --out runs/coelho2009-cpu
+    python -m nucseg_lib.runner book --run runs/synthetic-quick          # (re)build the book of a run
+    python -m nucseg_lib.runner publish --run runs/coelho2009-cpu        # copy a run to reference/ (the published study)
+
+A run folder holds ``notebooks/`` (executed), ``results/`` (``summary.csv``,
+``run.json``, tidy tables), ``models/`` (cached models) and ``_build/html``
+(the book). A notebook that already finished with the same parameters is
+skipped on a second call, and models are cached and checkpointed, so an
+interrupted run loses little: run the same command again. A failing notebook
+stops the run with a message naming it; results written before are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ["01_data", "02_baseline", "03_transfer", "04_topk", "05_boundary", "06_stardist",
+             "07_receptive_field", "08_beyond_instances"]
+PACKAGES = ["nucseg", "torch", "torchvision", "tensorflow", "keras", "stardist", "csbdeep", "numpy", "scipy",
+            "scikit-image", "pandas", "papermill", "jupyter-book"]
+REFERENCE = REPO / "reference"
+
+
+def hardware() -> dict:
+    """CPU model, core count, memory and GPU (if any) of this machine."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # torch missing or broken CUDA: report no GPU
+        info["gpu"] = None
+    return info
+
+
+def versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_study(dataset: str, profile: str, out: Path, data_root: str | None = None, seed: int = 0,
+              only: list[str] | None = None, extra: dict | None = None, force: bool = False) -> dict:
+    """Execute the notebooks into ``out``; returns the run record (also written to ``results/run.json``)."""
+    import papermill as pm
+
+    out = Path(out).resolve()
+    if REFERENCE.resolve() in [out, *out.parents]:
+        raise SystemExit(f"{out} is inside reference/: run into another folder and use 'publish' to replace the reference run")
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    params = {"dataset": dataset, "profile": profile, "seed": seed, "out_dir": str(out),
+              "data_root": str(Path(data_root).resolve()) if data_root else None, **(extra or {})}
+    run_path = out / "results" / "run.json"
+    record = json.loads(run_path.read_text()) if run_path.exists() else {}
+    if record.get("parameters") != params:
+        record = {"parameters": params, "notebooks": {}}
+    record.update({"dataset": dataset, "profile": profile, "hardware": hardware(), "versions": versions()})
+    record.setdefault("start", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
+    for i, name in enumerate(names, 1):
+        done = record["notebooks"].get(name, {})
+        target = out / "notebooks" / f"{name}.ipynb"
+        if done.get("status") == "ok" and target.exists() and not force:
+            print(f"[{i}/{len(names)}] {name}: already done ({done['seconds']:.0f} s), skipped", flush=True)
+            continue
+        print(f"[{i}/{len(names)}] {name}: running ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(target), parameters=params,
+                                cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+        except Exception as exc:
+            record["notebooks"][name] = {"status": "failed", "seconds": time.perf_counter() - t0,
+                                         "error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
+            _write_json(run_path, record)
+            print(f"\nFAILED: notebook {name} ({type(exc).__name__}). The executed notebook with the error is "
+                  f"{target}; results of earlier notebooks are kept in {out / 'results'}.", file=sys.stderr)
+            raise SystemExit(1) from None
+        seconds = time.perf_counter() - t0
+        record["notebooks"][name] = {"status": "ok", "seconds": round(seconds, 1)}
+        record["end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["duration_s"] = round(sum(v["seconds"] for v in record["notebooks"].values()), 1)
+        _write_json(run_path, record)
+        print(f"[{i}/{len(names)}] {name}: done in {seconds:.0f} s", flush=True)
+    return record
+
+
+def build_book(run: Path, strict: bool = True) -> Path:
+    """Build the Jupyter Book of a run folder into ``<run>/_build/html``; returns that folder."""
+    from .book import write_results_page
+
+    run = Path(run).resolve()
+    stage = run / "_book_src"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for f in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / f, stage / f)
+    shutil.copytree(REPO / "book", stage / "book")
+    shutil.copytree(run / "notebooks", stage / "notebooks")
+    write_results_page(run / "results", stage / "book" / "results.md")
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
+    if strict:
+        cmd.append("-W")
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if jb:
+        cmd = [jb] + cmd[3:]
+    print("building the book:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    html = run / "_build" / "html"
+    print(f"book: {html / 'index.html'}")
+    return html
+
+
+def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
+    """Copy a run's executed notebooks and results (not its models or build) to ``to``."""
+    run, to = Path(run), Path(to)
+    if to.exists():
+        shutil.rmtree(to)
+    to.mkdir(parents=True)
+    shutil.copytree(run / "notebooks", to / "notebooks")
+    shutil.copytree(run / "results", to / "results")
+    print(f"published {run} to {to}")
+    return to
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.runner", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute the notebooks, then build the book")
+    r.add_argument("--dataset", default="synthetic", choices=["synthetic", "coelho2009", "kromp2020"])
+    r.add_argument("--profile", default="quick", choices=["smoke", "quick", "cpu", "full"])
+    r.add_argument("--data-root", default=None, help="folder of a real dataset (default $NUCSEG_DATA/<dataset>)")
+    r.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<profile>)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
+    r.add_argument("--force", action="store_true", help="re-execute notebooks that already finished")
+    r.add_argument("--no-book", action="store_true")
+    b = sub.add_parser("book", help="build the book of a run folder")
+    b.add_argument("--run", default=str(REFERENCE / "coelho2009-cpu"))
+    p = sub.add_parser("publish", help="copy a run to reference/ (the study the book publishes)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--to", default=str(REFERENCE / "coelho2009-cpu"))
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        out = Path(a.out or REPO / "runs" / f"{a.dataset}-{a.profile}")
+        t0 = time.perf_counter()
+        run_study(a.dataset, a.profile, out, a.data_root, a.seed, a.only, force=a.force)
+        print(f"notebooks finished in {time.perf_counter() - t0:.0f} s; results in {out / 'results'}")
+        if not a.no_book:
+            build_book(out)
+    elif a.cmd == "book":
+        run = Path(a.run)
+        if run.resolve() == (REFERENCE / "coelho2009-cpu").resolve():
+            # build the reference book outside the reference folder, so the repository stays clean
+            tmp = REPO / "runs" / "reference-book"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(run, tmp)
+            run = tmp
+        build_book(run)
+    elif a.cmd == "publish":
+        publish(Path(a.run), Path(a.to))
+
+
+if __name__ == "__main__":
+    main()

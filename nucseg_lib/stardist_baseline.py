@@ -1,0 +1,192 @@
+"""StarDist baseline (Schmidt et al. 2018; Weigert et al. 2020) trained on the same data as the U-Net.
+
+``StarDist2D`` with 32 rays and grid (2, 2), trained on the same training
+split, image scale, patch size and percentile normalization (1, 99.8) as the
+U-Net runs; label holes are filled; augmentation follows StarDist's own
+training example (random flips and 90-degree rotations, random intensity
+scale 0.6-2 and shift -0.2..0.2, small Gaussian noise). The probability and
+NMS thresholds are tuned on a validation part of the training split
+(``optimize_thresholds``). Predictions are evaluated by :mod:`nucseg_lib.metrics`,
+the same code as for the U-Net.
+
+A trained StarDist folder (``basedir/name``) holds StarDist's own files
+(``config.json``, ``weights_best.h5``, ``thresholds.json``) plus our
+``train_config.json`` and ``history.csv``; ``DONE`` marks a finished run.
+An interrupted run resumes from ``weights_now.h5`` for the remaining epochs.
+
+TensorFlow is configured before it is imported: log level 2 (errors only)
+and ``threads`` intra-op threads, so it does not take every core or fill
+notebooks with start-up messages. Pretrained StarDist models need the network
+and are not used: the baseline is always trained here.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data.common import Sample, normalize_percentile
+
+
+def configure_tensorflow(threads: int | None = None, log_level: int = 2):
+    """Quiet TensorFlow and cap its threads; call before anything imports tensorflow. Returns the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", str(log_level))
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # torch's optional triton extension segfaults when it loads after TensorFlow: load both first
+    import torch  # noqa: F401
+
+    try:
+        import triton  # noqa: F401
+        import triton.runtime  # noqa: F401
+    except ImportError:
+        pass
+    with _quiet_stderr():  # absl prints start-up lines before any log level applies
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+
+    threads = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised: keep the settings it has
+    tf.get_logger().setLevel("ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return tf
+
+
+class _quiet_stderr:
+    """Send file descriptor 2 to /dev/null inside the block (C++ start-up messages of TensorFlow)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.null, 2)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        os.close(self.null)
+
+
+@dataclass
+class StarDistConfig:
+    """Training settings of the baseline (``patch_size`` in pixels of the scaled images)."""
+
+    epochs: int = 20
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    patch_size: int = 128
+    n_rays: int = 32
+    grid: tuple = (2, 2)
+    lr: float = 3e-4
+    seed: int = 0
+    threads: int | None = None
+    data_tag: str = ""
+
+
+def _augment(x, y):
+    """StarDist's example augmenter: flips, 90-degree rotations, intensity scale/shift, noise."""
+    perm = tuple(np.random.permutation(x.ndim))
+    x, y = x.transpose(perm), y.transpose(perm)
+    for ax in range(x.ndim):
+        if np.random.rand() > 0.5:
+            x, y = np.flip(x, axis=ax), np.flip(y, axis=ax)
+    x = x * np.random.uniform(0.6, 2) + np.random.uniform(-0.2, 0.2)
+    x = x + np.random.normal(0, 0.02, x.shape) * np.random.rand()
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+def _prepare(samples: Sequence[Sample]):
+    from stardist import fill_label_holes
+
+    return ([normalize_percentile(s.image) for s in samples], [fill_label_holes(s.labels) for s in samples])
+
+
+def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
+                   basedir, name: str = "stardist", verbose: int = 2):
+    """Train (or resume, or load when finished) a StarDist2D model; returns the model.
+
+    ``verbose`` is Keras' fit verbosity (2: one line per epoch, 1: a progress bar).
+    """
+    configure_tensorflow(config.threads)
+    from stardist.models import Config2D, StarDist2D
+
+    folder = Path(basedir) / name
+    if (folder / "DONE").exists():
+        return load_stardist(folder)
+    if not val_samples:
+        raise ValueError("StarDist needs validation images to tune its thresholds")
+    X, Y = _prepare(train_samples)
+    Xv, Yv = _prepare(val_samples)
+    p = config.patch_size
+    for s in list(train_samples) + list(val_samples):
+        if min(s.image.shape) < p:
+            raise ValueError(f"{s.name}: image {s.image.shape} is smaller than the patch size {p}")
+    sd_conf = Config2D(n_rays=config.n_rays, grid=tuple(config.grid), n_channel_in=1, train_patch_size=(p, p),
+                       train_batch_size=config.batch_size, train_epochs=config.epochs,
+                       train_steps_per_epoch=config.steps_per_epoch, train_learning_rate=config.lr,
+                       train_tensorboard=False, use_gpu=False)
+    resume = (folder / "weights_now.h5").exists() and (folder / "history.csv").exists()
+    model = StarDist2D(sd_conf, name=name, basedir=str(basedir)) if not resume else StarDist2D(None, name=name, basedir=str(basedir))
+    done_epochs = 0
+    if resume:
+        model.load_weights("weights_now.h5")
+        import pandas as pd
+
+        done_epochs = len(pd.read_csv(folder / "history.csv"))
+    (folder / "train_config.json").write_text(json.dumps({**asdict(config), "train_images": [s.name for s in train_samples],
+                                                           "val_images": [s.name for s in val_samples]}, indent=2))
+    model.prepare_for_training()
+    from keras.callbacks import CSVLogger
+
+    model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
+    # StarDist calls keras_model.fit without a verbosity: one line per epoch reads well in notebooks
+    model.keras_model.fit = functools.partial(model.keras_model.fit, verbose=verbose)
+    t0 = time.perf_counter()
+    remaining = config.epochs - done_epochs
+    if remaining > 0:
+        import keras
+
+        keras.utils.set_random_seed(config.seed + done_epochs)
+        model.train(X, Y, validation_data=(Xv, Yv), augmenter=_augment, epochs=remaining,
+                    steps_per_epoch=config.steps_per_epoch, seed=config.seed + done_epochs)
+    seconds = time.perf_counter() - t0
+    model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False},
+                              optimize_kwargs={"tol": 1e-2})
+    (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))
+    return model
+
+
+def load_stardist(folder):
+    """Load a trained StarDist folder (weights_best.h5 and tuned thresholds)."""
+    configure_tensorflow()
+    from stardist.models import StarDist2D
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: not a StarDist model folder (no config.json)")
+    return StarDist2D(None, name=folder.name, basedir=str(folder.parent))
+
+
+def predict_stardist(model, image: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """Instance labels (int32) for one raw image, normalized like the training data; tiles large images."""
+    x = normalize_percentile(image)
+    n_tiles = tuple(int(np.ceil(s / max_side)) for s in x.shape)
+    labels, _ = model.predict_instances(x, n_tiles=n_tiles, show_tile_progress=False, verbose=False)
+    return labels.astype(np.int32)

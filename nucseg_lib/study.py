@@ -1,0 +1,237 @@
+"""The study's shared plumbing: profiles, data per profile, cached models, and the results contract.
+
+Notebooks create one :class:`Study` from their parameters and use it to load
+the splits, train (or reuse) models and record numbers. Results go to
+``<out_dir>/results/``:
+
+- ``summary.csv``: one row per (experiment, dataset, profile, method, metric)
+  with columns :data:`SUMMARY_COLUMNS`; recording a row again replaces it;
+- ``<experiment>_*.csv``: tidy per-image tables behind the summary rows.
+
+Profiles (:data:`PROFILES`) set the data size and training budget:
+``smoke`` (seconds, CI and nbval), ``quick`` (the embedded synthetic data,
+about 20 minutes on 2 CPU cores), ``cpu`` (real data, downscaled, about 90
+minutes on 2 CPU cores) and ``full`` (the paper's settings, for a GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import load_dataset
+from .data.common import Sample
+
+SUMMARY_COLUMNS = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+SUMMARY_KEY = ["experiment", "dataset", "profile", "method", "metric"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budget of a study run. ``scale`` maps a dataset name to its downscaling factor."""
+
+    name: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    patch_size: int
+    stardist_epochs: int
+    stardist_steps: int
+    scale: dict = field(default_factory=dict)
+    synthetic: dict = field(default_factory=dict)
+    max_images: int | None = None  # cap on real images per split (smoke runs on real data)
+    erf_images: int = 16
+    n_boot: int = 1000
+
+
+PROFILES = {
+    "smoke": Profile("smoke", epochs=2, steps_per_epoch=2, batch_size=2, patch_size=64, stardist_epochs=1,
+                     stardist_steps=2, scale={"coelho2009": 8, "kromp2020": 4},
+                     synthetic=dict(n_train=6, n_test=3, size=96), max_images=6, erf_images=2, n_boot=100),
+    "quick": Profile("quick", epochs=10, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=10,
+                     stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
+                     synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16),
+    "cpu": Profile("cpu", epochs=20, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
+                   stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
+                   synthetic=dict(n_train=80, n_test=25, size=256), erf_images=32),
+    "full": Profile("full", epochs=100, steps_per_epoch=50, batch_size=8, patch_size=256, stardist_epochs=100,
+                    stardist_steps=50, scale={"coelho2009": 2, "kromp2020": 1},
+                    synthetic=dict(n_train=200, n_test=50, size=512), erf_images=64),
+}
+
+PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
+    ("baseline", "unet_dice", "dice"): 0.98,
+    ("boundary", "unet_dice", "boundary_dice"): 0.56,
+    ("topk", "unet_topk_0.1", "dice"): 0.002,
+    ("topk", "unet_topk_0.2", "dice"): 0.95,
+    ("topk", "unet_topk_0.5", "dice"): 0.96,
+    ("topk", "unet_dice", "dice"): 0.98,
+    ("topk", "unet_dice+topk_0.1", "dice"): 0.99,
+    ("stardist", "unet_oracle", "f1@0.5"): 0.78,
+    ("stardist", "stardist", "f1@0.5"): 0.88,
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+class Study:
+    """One experiment's view of a study run: data splits, models folder and results files.
+
+    ``overrides`` replace profile fields (e.g. ``epochs=5``); ``None`` values are ignored,
+    so notebook parameters can default to ``None`` (= the profile's value).
+    """
+
+    def __init__(self, dataset: str = "synthetic", profile: str = "smoke", data_root=None, out_dir="runs/interactive",
+                 seed: int = 0, experiment: str = "", **overrides):
+        base = get_profile(profile)
+        self.profile = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        self.dataset, self.data_root, self.seed, self.experiment = dataset, data_root, seed, experiment
+        self.out_dir = Path(out_dir)
+        self.results_dir = self.out_dir / "results"
+        self.models_dir = self.out_dir / "models"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self._splits = None
+
+    # ---------------------------------------------------------------- data
+    @property
+    def scale(self) -> float:
+        return float(self.profile.scale.get(self.dataset, 1))
+
+    def _load(self):
+        if self._splits is None:
+            kw = dict(self.profile.synthetic, seed=self.seed) if self.dataset == "synthetic" else {}
+            samples = load_dataset(self.dataset, "all", root=self.data_root, scale=self.scale, **kw)
+            train = [s for s in samples if s.meta.get("split") == "train"]
+            test = [s for s in samples if s.meta.get("split") == "test"]
+            if self.profile.max_images:
+                train, test = train[: self.profile.max_images], test[: max(2, self.profile.max_images // 2)]
+            # validation: every 6th training image (at least one), used for early checks and thresholds
+            val = train[::6] if len(train) >= 6 else train[-1:]
+            val_names = {s.name for s in val}
+            fit = [s for s in train if s.name not in val_names] or train
+            self._splits = {"train": fit, "val": val, "test": test}
+        return self._splits
+
+    @property
+    def train(self) -> list[Sample]:
+        return self._load()["train"]
+
+    @property
+    def val(self) -> list[Sample]:
+        return self._load()["val"]
+
+    @property
+    def test(self) -> list[Sample]:
+        return self._load()["test"]
+
+    @property
+    def data_tag(self) -> str:
+        return f"{self.dataset}@{self.scale:g}:{self.profile.name}:seed{self.seed}:n{len(self.train)}"
+
+    # ---------------------------------------------------------------- models
+    def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
+        from .training import TrainConfig
+
+        p = self.profile
+        return TrainConfig(loss=loss, init=init, epochs=p.epochs, steps_per_epoch=p.steps_per_epoch,
+                           batch_size=p.batch_size, patch_size=p.patch_size, seed=self.seed,
+                           data_tag=self.data_tag, **kw)
+
+    def unet(self, loss: str = "dice", init: str = "scratch", train=None, val=None, name: str | None = None, **kw):
+        """Train or reuse the U-Net for ``loss``/``init``; returns ``(model, history, folder)``."""
+        from .training import train_or_load
+
+        cfg = self.unet_config(loss, init, **kw)
+        if train is not None:  # a custom training set gets its own cache key
+            import hashlib
+
+            names = ",".join(s.name for s in train)
+            cfg = replace(cfg, data_tag=f"{cfg.data_tag}:custom-{hashlib.sha1(names.encode()).hexdigest()[:8]}")
+        return train_or_load(cfg, train if train is not None else self.train, val if val is not None else self.val,
+                             self.models_dir, name=name or method_name(loss, init))
+
+    def stardist(self, verbose: int = 2):
+        """Train or reuse the StarDist baseline for this run's data and profile."""
+        from .stardist_baseline import StarDistConfig, train_stardist
+
+        p = self.profile
+        cfg = StarDistConfig(epochs=p.stardist_epochs, steps_per_epoch=p.stardist_steps, batch_size=p.batch_size,
+                             patch_size=p.patch_size, seed=self.seed, data_tag=self.data_tag)
+        import hashlib
+        from dataclasses import asdict
+
+        key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+        return train_stardist(cfg, self.train, self.val, self.models_dir, name=f"stardist-{key}", verbose=verbose)
+
+    # ---------------------------------------------------------------- results
+    @property
+    def summary_path(self) -> Path:
+        return self.results_dir / "summary.csv"
+
+    def record(self, method: str, metric: str, value: float, ci_low=np.nan, ci_high=np.nan, n_images=0,
+               experiment: str | None = None):
+        """Write (or replace) one row of ``summary.csv``."""
+        row = {"experiment": experiment or self.experiment, "dataset": self.dataset, "profile": self.profile.name,
+               "method": method, "metric": metric, "value": float(value), "ci_low": float(ci_low),
+               "ci_high": float(ci_high), "n_images": int(n_images)}
+        self.record_rows(pd.DataFrame([row]))
+
+    def record_rows(self, rows: pd.DataFrame):
+        """Upsert rows (with :data:`SUMMARY_COLUMNS`) into ``summary.csv``, keyed by :data:`SUMMARY_KEY`."""
+        rows = rows[SUMMARY_COLUMNS]
+        old = read_summary(self.summary_path)
+        if len(old):
+            keys = set(map(tuple, rows[SUMMARY_KEY].astype(str).to_numpy()))
+            old = old[[tuple(r) not in keys for r in old[SUMMARY_KEY].astype(str).to_numpy()]]
+        out = pd.concat([old, rows], ignore_index=True) if len(old) else rows
+        tmp = self.summary_path.with_suffix(".tmp")
+        out.to_csv(tmp, index=False)
+        os.replace(tmp, self.summary_path)
+
+    def record_mean(self, method: str, metric: str, per_image_values, experiment: str | None = None):
+        """Record the mean of per-image values with its 95% bootstrap CI."""
+        from .metrics import mean_with_ci
+
+        s = mean_with_ci(per_image_values, n_boot=self.profile.n_boot, seed=self.seed)
+        self.record(method, metric, s["value"], s["ci_low"], s["ci_high"], s["n_images"], experiment)
+        return s
+
+    def record_instances(self, method: str, per_image: pd.DataFrame, experiment: str | None = None,
+                         thresholds=(0.5, 0.7)):
+        """Record pooled instance scores (f1, precision, recall, accuracy, pq, ap, merged, split) with CIs."""
+        from .metrics import instance_summary
+
+        summ = instance_summary(per_image, thresholds=thresholds, n_boot=self.profile.n_boot, seed=self.seed)
+        summ = summ.assign(experiment=experiment or self.experiment, dataset=self.dataset,
+                           profile=self.profile.name, method=method)
+        self.record_rows(summ)
+        return summ
+
+    def save_table(self, name: str, df: pd.DataFrame) -> Path:
+        path = self.results_dir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        return path
+
+
+def method_name(loss: str, init: str = "scratch") -> str:
+    """Method name for the results table: ``unet_dice``, ``unet_topk_0.1``, ``unet_dice+topk_0.1``, ..."""
+    name = "unet_" + loss.replace("topk:", "topk_").replace("*", "x").replace(":", "_")
+    if init != "scratch":
+        name += "_" + (init if init == "imagenet" else "transfer")
+    return name
+
+
+def read_summary(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    return pd.read_csv(path)
