@@ -102,7 +102,7 @@ def erf_radius(erf: np.ndarray, position: tuple[int, int] | None = None, mass: f
 
 
 def largest_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float:
-    """Largest Feret-like diameter (major axis length, pixels) of any nucleus in the label images."""
+    """Largest maximum Feret diameter (pixels) of any nucleus in the label images: its longest extent."""
     from skimage.measure import regionprops
 
-    return float(max((r.axis_major_length for lab in label_images for r in regionprops(lab)), default=0.0))
+    return float(max((r.feret_diameter_max for lab in label_images for r in regionprops(lab)), default=0.0))

@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make book` (the whole study on the synthetic data, ending with the
+# built book) and `make test` (the whole test suite). Both create the virtual environment when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/coelho2009
+
+.PHONY: book test venv reference reference-book clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nucseg)"
+	touch $@
+
+book: venv
+	$(PY) -m nucseg_lib.runner run --dataset synthetic --profile quick --out runs/synthetic-quick
+
+test: venv
+	$(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+
+reference: venv
+	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --out runs/coelho2009-cpu --no-book
+	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
+	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
+
+reference-book: venv
+	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
+
+clean:
+	rm -rf runs _build

@@ -1,0 +1,114 @@
+"""The book's results page, generated from a run's ``results/summary.csv`` and ``results/run.json``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .study import read_summary
+
+# (claim, experiment, method, metric, paper value or None, how to judge)
+CLAIMS = [
+    ("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
+    ("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),
+    ("Top-K alone, K = 10% of a patch: does not converge", "topk", "unet_topk_0.1", "dice", 0.002, "value"),
+    ("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
+    ("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
+    ("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
+    ("Boundary Dice of the Dice-loss U-Net", "boundary", "unet_dice", "boundary_dice", 0.56, "value"),
+    ("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
+    ("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
+    ("Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)", "beyond", "unet_boundary", "f1@0.5", None, "value"),
+]
+
+
+def _fmt(v, lo, hi):
+    if pd.isna(v):
+        return "n/a"
+    if pd.isna(lo):
+        return f"{v:.3f}"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def verdict(value, lo, hi, paper, how) -> str:
+    """'consistent' when the paper's number lies in our 95% CI, else which way and by how much."""
+    if paper is None or pd.isna(value):
+        return "new" if not pd.isna(value) else "not run"
+    if pd.isna(lo):
+        lo = hi = value
+    if how == "zero":
+        return "consistent (CI contains 0)" if lo <= 0 <= hi else f"differs ({value:+.3f})"
+    if lo - 1e-9 <= paper <= hi + 1e-9:
+        return "consistent"
+    return f"ours {'higher' if value > paper else 'lower'} by {abs(value - paper):.3f}"
+
+
+def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for claim, exp, method, metric, paper, how in CLAIMS:
+        sub = summary[(summary.experiment == exp) & (summary.metric == metric)]
+        if method is not None:
+            sub = sub[sub.method == method]
+        if len(sub) == 0:
+            rows.append({"claim": claim, "paper": paper, "ours [95% CI]": "not run", "n images": "", "verdict": "not run"})
+            continue
+        r = sub.iloc[0]
+        rows.append({"claim": claim + ("" if method is not None else f" ({r.method})"),
+                     "paper": "" if paper is None else f"{paper:.3f}",
+                     "ours [95% CI]": _fmt(r.value, r.ci_low, r.ci_high), "n images": int(r.n_images),
+                     "verdict": verdict(r.value, r.ci_low, r.ci_high, paper, how)})
+    erf = summary[(summary.experiment == "receptive_field") & (summary.method == "unet_dice")
+                  & (summary.metric == "erf_diameter95_px")]
+    big = summary[(summary.experiment == "receptive_field") & (summary.metric == "largest_nucleus_feret_px")]
+    if len(erf) and len(big):
+        d, n = float(erf.value.iloc[0]), float(big.value.iloc[0])
+        rows.append({"claim": "ERF (95% mass diameter, px) larger than the largest nucleus (px)", "paper": "yes",
+                     "ours [95% CI]": f"{d:.0f} vs {n:.0f}", "n images": int(erf.n_images.iloc[0]),
+                     "verdict": "consistent" if d > n else "not reproduced"})
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_results_page(results_dir: Path, target: Path) -> Path:
+    """Write the markdown results page for the run whose results are in ``results_dir``."""
+    results_dir = Path(results_dir)
+    summary = read_summary(results_dir / "summary.csv")
+    run = json.loads((results_dir / "run.json").read_text()) if (results_dir / "run.json").exists() else {}
+    hw, ver = run.get("hardware", {}), run.get("versions", {})
+    lines = ["# Results", "",
+             "This page is generated from `results/summary.csv` and `results/run.json` of the run shown in "
+             "this book; every number below is in those files.", "",
+             "## The run", "",
+             f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
+             f"- started {run.get('start', '?')}, last notebook finished {run.get('end', '?')}, "
+             f"notebooks took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
+             f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v), "",
+             "| notebook | status | seconds |", "|---|---|---|"]
+    for name, nb in run.get("notebooks", {}).items():
+        lines.append(f"| {name} | {nb.get('status')} | {nb.get('seconds', float('nan')):.0f} |")
+    lines += ["", "## The report's claims, checked", "",
+              "Paper numbers are from the report (Kromp data, full resolution, 100 epochs of 256x256 patches); ours "
+              "are from the run above, with 95% bootstrap confidence intervals over test images. "
+              "*Consistent* means the report's number lies inside our interval. Differences in data, "
+              "image scale and training budget (see {doc}`methods`) are reasons for a difference as "
+              "much as the method is.", ""]
+    lines.append(_md_table(claims_table(summary)) if len(summary) else "No results yet.")
+    if len(summary):
+        lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
+        show = summary.copy()
+        show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]
+        show = show[["experiment", "method", "metric", "value [95% CI]", "n_images"]]
+        lines.append(_md_table(show))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
+    return target

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from conftest import disk
+from nucseg_lib import metrics as M
+
+
+def two_disks(shift):
+    a = disk((60, 60), (30, 25), 10).astype(np.int32)
+    b = disk((60, 60), (30, 25 + shift), 10).astype(np.int32)
+    return a, b
+
+
+def test_dice_known_values():
+    a = np.zeros((10, 10), bool)
+    a[:5] = True
+    b = np.zeros((10, 10), bool)
+    b[:, :5] = True
+    assert M.dice(a, a) == 1.0
+    assert M.dice(a, ~a) == 0.0
+    assert M.dice(a, b) == pytest.approx(2 * 25 / 100)
+    assert M.dice(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0  # empty-empty is perfect
+    with pytest.raises(ValueError):
+        M.dice(a, a[:5])
+
+
+def test_two_disks_known_iou_decides_matching():
+    a, b = two_disks(4)  # IoU 0.605 (two discs of radius 10 shifted by 4 px)
+    iou = (a & b).sum() / (a | b).sum()
+    df = M.match_image(a, b, thresholds=(0.3, 0.5, 0.7))
+    for _, r in df.iterrows():
+        matched = iou >= r.thresh
+        assert (r.tp, r.fp, r.fn) == ((1, 0, 0) if matched else (0, 1, 1))
+        if matched:
+            assert r.sum_iou == pytest.approx(iou)
+    assert 0.5 < iou < 0.7  # the setup exercises both outcomes
+
+
+def test_scores_from_counts():
+    s = M.scores_from_counts({"tp": 8, "fp": 2, "fn": 4, "sum_iou": 6.4})
+    assert s["precision"] == pytest.approx(0.8) and s["recall"] == pytest.approx(8 / 12)
+    assert s["f1"] == pytest.approx(16 / 22) and s["accuracy"] == pytest.approx(8 / 14)
+    assert s["pq"] == pytest.approx(6.4 / (8 + 1 + 2))
+    assert M.scores_from_counts({"tp": 0, "fp": 0, "fn": 0, "sum_iou": 0})["f1"] == 1.0
+
+
+def test_merged_and_split_on_known_shapes():
+    truth = np.zeros((40, 80), np.int32)
+    truth[10:30, 5:20] = 1
+    truth[10:30, 20:35] = 2  # touches 1
+    truth[10:30, 50:70] = 3
+    merged_pred = np.zeros_like(truth)
+    merged_pred[10:30, 5:35] = 1  # one prediction over nuclei 1 and 2
+    merged_pred[10:30, 50:60] = 2  # nucleus 3 split in two
+    merged_pred[10:30, 60:70] = 3
+    ms = M.merged_and_split(truth, merged_pred)
+    assert ms == {"merged": 1, "merged_nuclei": 2, "split": 1, "split_pieces": 2}
+    assert M.merged_and_split(truth, truth) == {"merged": 0, "merged_nuclei": 0, "split": 0, "split_pieces": 0}
+
+
+def test_boundary_dice():
+    a = disk((64, 128), (32, 32), 15)
+    assert M.boundary_dice(a, a) == 1.0
+    far = np.roll(a, 60, axis=1)
+    assert M.boundary_dice(a, far) == 0.0
+    near = np.roll(a, 2, axis=1)
+    assert 0.5 < M.boundary_dice(a, near) < 1.0
+    assert M.dice(a, near) > M.boundary_dice(a, near)  # boundaries are stricter than pixels
+
+
+def test_pool_and_summary_match_hand_counts():
+    a, b = two_disks(2)
+    c, d = two_disks(15)
+    df = M.evaluate_instances([a, c], [b, d], ["x", "y"], ["g1", "g2"])
+    pooled = M.pool(df).set_index("thresh").loc[0.5]
+    assert (pooled.tp, pooled.fp, pooled.fn) == (1, 1, 1)
+    assert pooled.f1 == pytest.approx(0.5)
+    summ = M.instance_summary(df, n_boot=200).set_index("metric")
+    assert summ.loc["f1@0.5", "value"] == pytest.approx(0.5)
+    assert summ.loc["f1@0.5", "ci_low"] <= 0.5 <= summ.loc["f1@0.5", "ci_high"]
+    per_group = M.pool(df, by=("group", "thresh"))
+    assert set(per_group.group) == {"g1", "g2"}
+    assert per_group.set_index(["group", "thresh"]).loc[("g1", 0.5), "f1"] == 1.0
+
+
+def test_mean_with_ci():
+    r = M.mean_with_ci([0.9, 0.8, 1.0, 0.7], n_boot=500)
+    assert r["value"] == pytest.approx(0.85) and r["ci_low"] < 0.85 < r["ci_high"] and r["n_images"] == 4
+    one = M.mean_with_ci([0.5])
+    assert one["ci_low"] == one["ci_high"] == 0.5
+
+
+# ---- real labels from Coelho 2009 with perturbed predictions -----------------------------------------------
+def test_perturbed_real_labels(coelho_test):
+    from skimage.morphology import disk as fp_disk, erosion
+    from skimage.segmentation import relabel_sequential
+
+    truth = coelho_test[0].labels
+    n = int(truth.max())
+    assert n > 10
+    # identical: perfect at every threshold
+    df = M.match_image(truth, truth)
+    assert (df.tp == n).all() and (df.fp == 0).all()
+    # slight erosion: every nucleus still matched at IoU 0.5, but not at 0.95
+    eroded = erosion(truth, fp_disk(2))
+    df = M.match_image(truth, eroded).set_index("thresh")
+    assert df.loc[0.5, "tp"] == n and df.loc[0.95, "tp"] < n
+    # dropped objects: recall drops exactly
+    dropped = relabel_sequential(np.where(np.isin(truth, [1, 2, 3]), 0, truth))[0]
+    df = M.match_image(truth, dropped).set_index("thresh")
+    assert df.loc[0.5, "tp"] == n - 3 and df.loc[0.5, "fn"] == 3 and df.loc[0.5, "fp"] == 0
+    # shifted far: nothing matches
+    shifted = np.roll(truth, 60, axis=0)
+    assert M.match_image(truth, shifted).set_index("thresh").loc[0.5, "tp"] < n // 2
+    # merged: two nuclei given the same label -> one merge, and the pair is lost at IoU 0.5
+    a, b = 1, 2
+    merged = np.where(truth == b, a, truth)
+    ms = M.merged_and_split(truth, merged)
+    assert ms["merged"] == 1 and ms["merged_nuclei"] == 2
+    assert M.match_image(truth, merged).set_index("thresh").loc[0.5, "tp"] >= n - 2
+    # split: cut one nucleus in two halves along its centroid row
+    ys, xs = np.nonzero(truth == 5)
+    split = truth.copy()
+    split[ys[ys > np.median(ys)], xs[ys > np.median(ys)]] = truth.max() + 1
+    ms = M.merged_and_split(truth, split)
+    assert ms["split"] == 1 and ms["split_pieces"] == 2
+
+
+def test_overlap_counting_is_sparse_enough(coelho_root):
+    """A 1.4 megapixel label image with ~50 objects is matched without a dense object x pixel loop."""
+    from nucseg_lib.data import coelho
+
+    s = coelho.load(coelho_root)[0]
+    df = M.match_image(s.labels, np.roll(s.labels, 3, axis=1))
+    assert df.tp.iloc[0] > 0.9 * s.labels.max()

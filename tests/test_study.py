@@ -1,0 +1,83 @@
+"""The results contract, the runner (smoke profile, real papermill) and the generated results page."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nucseg_lib.book import claims_table, verdict, write_results_page
+from nucseg_lib.study import SUMMARY_COLUMNS, Study, method_name, read_summary
+
+
+def test_method_names():
+    assert method_name("dice") == "unet_dice"
+    assert method_name("topk:0.1") == "unet_topk_0.1"
+    assert method_name("dice+topk:0.1") == "unet_dice+topk_0.1"
+    assert method_name("dice", "imagenet") == "unet_dice_imagenet"
+
+
+def test_summary_rows_are_upserted(tmp_path):
+    st = Study("synthetic", "smoke", out_dir=tmp_path, experiment="e1")
+    st.record("m", "dice", 0.5, 0.4, 0.6, 3)
+    st.record("m", "dice", 0.7, 0.6, 0.8, 3)
+    st.record("m", "f1@0.5", 0.9)
+    s = read_summary(st.summary_path)
+    assert list(s.columns) == SUMMARY_COLUMNS and len(s) == 2
+    assert s.set_index("metric").loc["dice", "value"] == 0.7
+    assert s.profile.unique().tolist() == ["smoke"] and s.dataset.unique().tolist() == ["synthetic"]
+
+
+def test_profile_overrides_and_errors(tmp_path):
+    st = Study("synthetic", "smoke", out_dir=tmp_path, epochs=5, patch_size=None)
+    assert st.profile.epochs == 5 and st.profile.patch_size == 64
+    with pytest.raises(ValueError, match="unknown profile"):
+        Study("synthetic", "huge", out_dir=tmp_path)
+    assert len(st.train) and len(st.val) and len(st.test)
+    assert not {s.name for s in st.train} & {s.name for s in st.val}
+
+
+def test_verdicts():
+    assert verdict(0.97, 0.95, 0.99, 0.98, "value") == "consistent"
+    assert verdict(0.90, 0.88, 0.92, 0.98, "value").startswith("ours lower by 0.080")
+    assert verdict(0.01, -0.02, 0.03, 0.0, "zero").startswith("consistent")
+    assert verdict(np.nan, np.nan, np.nan, 0.5, "value") == "not run"
+
+
+def test_runner_writes_the_contract(smoke_run):
+    summary = pd.read_csv(smoke_run / "results" / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    for exp in ("baseline", "transfer", "topk", "boundary", "stardist", "receptive_field", "beyond"):
+        assert exp in set(summary.experiment), exp
+    methods = set(summary.method)
+    assert {"unet_dice", "unet_topk_0.1", "unet_dice+topk_0.1", "unet_oracle", "stardist", "unet_boundary",
+            "unet_dice_cc"} <= methods
+    assert {"dice", "boundary_dice", "f1@0.5", "ap@0.5:0.95", "pq@0.5", "merged", "split"} <= set(summary.metric)
+    run = json.loads((smoke_run / "results" / "run.json").read_text())
+    assert run["dataset"] == "synthetic" and run["profile"] == "smoke"
+    assert all(v["status"] == "ok" for v in run["notebooks"].values()) and len(run["notebooks"]) == 8
+    assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
+    # the claims table reads every claim from the results
+    table = claims_table(summary)
+    assert (table["ours [95% CI]"] != "not run").all()
+    assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
+
+
+def test_runner_skips_finished_notebooks(smoke_run, capsys):
+    from nucseg_lib.runner import run_study
+
+    run_study("synthetic", "smoke", smoke_run, only=["01", "07"])
+    out = capsys.readouterr().out
+    assert "01_data: already done" in out and "07_receptive_field: already done" in out
+
+
+def test_runner_refuses_to_overwrite_the_reference(tmp_path):
+    from nucseg_lib.runner import REFERENCE, run_study
+
+    with pytest.raises(SystemExit, match="reference"):
+        run_study("synthetic", "smoke", REFERENCE / "x")
+
+
+def test_results_page(tmp_path, smoke_run):
+    page = write_results_page(smoke_run / "results", tmp_path / "results.md")
+    text = page.read_text()
+    assert "The report's claims, checked" in text and "| U-Net with Dice loss: average test Dice | 0.980 |" in text

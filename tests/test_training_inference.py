@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nucseg_lib.inference import _window, predict_probabilities
+from nucseg_lib.targets import three_class
+from nucseg_lib.training import PatchSampler, TrainConfig, load_trained, train, train_or_load
+
+
+def tiny_config(**kw):
+    return TrainConfig(**{**dict(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, seed=1), **kw})
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, small_synthetic):
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = tiny_config()
+    full, hist_full = train(cfg, tr[:4], tr[4:], tmp_path / "full", progress=False)
+    part, _ = train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False, stop_after_epoch=1)
+    assert not (tmp_path / "resumed" / "weights.pt").exists()
+    resumed, hist_res = train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert len(hist_res) == 3 and np.allclose(hist_full.train_loss, hist_res.train_loss)
+
+
+def test_model_folder_and_cache(tmp_path, small_synthetic):
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = tiny_config(epochs=1, loss="boundary_ce")
+    model, hist, folder = train_or_load(cfg, tr[:4], tr[4:], tmp_path)
+    conf = json.loads((folder / "config.json").read_text())
+    assert conf["loss"] == "boundary_ce" and conf["out_channels"] == 3 and conf["train_images"] == [s.name for s in tr[:4]]
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_dice", "seconds"] and len(history) == 1
+    mtime = (folder / "weights.pt").stat().st_mtime
+    again, _, folder2 = train_or_load(cfg, tr[:4], tr[4:], tmp_path)
+    assert folder2 == folder and (folder / "weights.pt").stat().st_mtime == mtime  # reused, not retrained
+    loaded, cfg2, _ = load_trained(folder)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), again.eval()(x))
+    with pytest.raises(FileNotFoundError, match="weights.pt"):
+        load_trained(tmp_path / "nothing")
+
+
+def test_patch_sampler_keeps_image_and_labels_aligned(small_synthetic):
+    s = small_synthetic[0]
+    sampler = PatchSampler([s], 48, 3, augment=True)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        img, lab = sampler.patch_pair(rng)
+        assert img.shape == lab.shape == (48, 48)
+        if (lab > 0).any() and (lab == 0).any():
+            # nuclei are brighter than background after any augmentation
+            assert img[lab > 0].mean() > img[lab == 0].mean()
+        assert set(np.unique(lab)) <= set(np.unique(s.labels))  # nearest interpolation: no new label values
+    x, y = sampler.batch(rng, 3)
+    assert x.shape == (3, 1, 48, 48) and y.shape == (3, 48, 48) and set(torch.unique(y).tolist()) <= {0, 1, 2}
+
+
+def test_three_class_target_separates_touching_nuclei():
+    lab = np.zeros((10, 20), np.int32)
+    lab[2:8, 2:10] = 1
+    lab[2:8, 10:18] = 2
+    t = three_class(lab)
+    assert (t[:, 9] == 2)[2:8].all() and (t[:, 10] == 2)[2:8].all()  # the seam is boundary
+    assert t[5, 5] == 1 and t[0, 0] == 0
+
+
+class Pointwise(torch.nn.Module):
+    """A model without spatial context: tiled and whole-image prediction must agree exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+    def probabilities(self, logits):
+        return torch.sigmoid(logits)
+
+
+def test_tiled_prediction_blends_without_seams():
+    m = Pointwise()
+    img = np.random.default_rng(0).random((150, 230)).astype(np.float32)
+    whole = predict_probabilities(m, img, tile=None)
+    tiled = predict_probabilities(m, img, tile=64, overlap=16)
+    assert tiled.shape == (1, 150, 230)
+    assert np.allclose(whole, tiled, atol=1e-6)
+    assert _window(10, 3)[0] < _window(10, 3)[5] == 1.0
+    with pytest.raises(ValueError, match="NaN"):
+        predict_probabilities(m, np.full((10, 10), np.nan))
+    with pytest.raises(ValueError, match="2D"):
+        predict_probabilities(m, np.zeros((2, 10, 10)))
