@@ -70,6 +70,38 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def beyond_lines(summary: pd.DataFrame) -> list[str]:
+    """Markdown lines on the target of notebook 08 (ground-truth-free U-Net against StarDist)."""
+    sub = summary[summary.experiment == "beyond"].set_index(["method", "metric"])
+
+    def get(method, metric):
+        return sub.loc[(method, metric)] if (method, metric) in sub.index else None
+
+    f1_b, f1_s = get("unet_boundary", "f1@0.5"), get("stardist", "f1@0.5")
+    m_b, m_cc = get("unet_boundary", "merged"), get("unet_dice_cc", "merged")
+    diff = get("unet_boundary", "f1@0.5_minus_stardist")
+    if f1_b is None or f1_s is None or m_b is None or m_cc is None:
+        return ["Notebook 08 has not run in this run."]
+    lines = ["Target: the ground-truth-free boundary-aware U-Net (`unet_boundary`) reaches at least StarDist's "
+             "F1 at IoU 0.5, and has at most half the merged nuclei of the Dice-loss U-Net with connected "
+             "components (`unet_dice_cc`).", "",
+             f"- F1 at IoU 0.5: `unet_boundary` {_fmt(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
+             f"{_fmt(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
+             + ("**met** on the point estimates" if f1_b.value >= f1_s.value
+                else f"**not met**, short by {f1_s.value - f1_b.value:.3f}")]
+    if diff is not None:
+        contains = diff.ci_low <= 0 <= diff.ci_high
+        lines.append(f"- paired difference `unet_boundary` - `stardist`: {diff.value:+.3f} "
+                     f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}] over {int(diff.n_images)} test images: "
+                     + ("the interval contains 0, so this test set cannot tell the two apart"
+                        if contains else "the interval excludes 0"))
+    lines.append(f"- merged nuclei: `unet_boundary` {m_b.value:.0f} [{m_b.ci_low:.0f}, {m_b.ci_high:.0f}], "
+                 f"`unet_dice_cc` {m_cc.value:.0f} [{m_cc.ci_low:.0f}, {m_cc.ci_high:.0f}]: "
+                 + ("**cut at least in half**" if m_b.value <= m_cc.value / 2
+                    else f"**not halved** ({m_b.value / max(m_cc.value, 1):.0%} of the Dice U-Net's count)"))
+    return lines
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -104,6 +136,7 @@ def write_results_page(results_dir: Path, target: Path) -> Path:
               "much as the method is.", ""]
     lines.append(_md_table(claims_table(summary)) if len(summary) else "No results yet.")
     if len(summary):
+        lines += ["", "## Beyond the paper: ground-truth-free instances", ""] + beyond_lines(summary)
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

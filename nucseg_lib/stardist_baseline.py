@@ -34,8 +34,12 @@ import numpy as np
 from .data.common import Sample, normalize_percentile
 
 
-def configure_tensorflow(threads: int | None = None, log_level: int = 2):
-    """Quiet TensorFlow and cap its threads; call before anything imports tensorflow. Returns the module."""
+def configure_tensorflow(threads: int | None = None, log_level: int = 3):
+    """Quiet TensorFlow and cap its threads; call before anything imports tensorflow. Returns the module.
+
+    ``log_level`` 3 hides TensorFlow's C++ log lines below FATAL (start-up notes and the
+    harmless oneDNN fallback message on CPUs without AVX-512); Python errors still raise.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", str(log_level))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # torch's optional triton extension segfaults when it loads after TensorFlow: load both first

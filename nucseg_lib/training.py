@@ -143,7 +143,7 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
     ``stop_after_epoch`` ends the call early (after that epoch, without writing
     ``weights.pt``), to simulate an interruption in tests.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bar: works in terminals, papermill and the rendered book alike
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

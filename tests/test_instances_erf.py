@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from conftest import disk
@@ -75,3 +76,29 @@ def test_largest_nucleus_diameter():
     lab = np.zeros((50, 50), np.int32)
     lab[10:14, 5:45] = 1
     assert 39 <= largest_nucleus_diameter([lab]) <= 41.5
+
+
+def test_boundary_watershed_distance_seeds_split_a_neck_the_seam_missed():
+    # two discs whose boundary seam is missing: interior everywhere, boundary on the outer rim only
+    truth = touching_pair()
+    fg = truth > 0
+    from skimage.segmentation import find_boundaries
+    rim = find_boundaries(fg, mode="inner") & fg
+    cls = np.where(rim, 2, fg.astype(int))
+    onehot = np.eye(3)[cls].transpose(2, 0, 1)
+    assert I.watershed_boundary(onehot, h=None).max() == 1  # one seed per interior region: merged
+    out = I.watershed_boundary(onehot, h=2.0)
+    assert match_image(truth, out).set_index("thresh").loc[0.5, "tp"] == 2
+    with pytest.raises(ValueError, match="3, H, W"):
+        I.watershed_boundary(onehot[:2])
+
+
+def test_tune_watershed_prefers_parameters_that_split_touching_nuclei():
+    truth = touching_pair()
+    fg = truth > 0
+    from skimage.segmentation import find_boundaries
+    cls = np.where(find_boundaries(fg, mode="inner") & fg, 2, fg.astype(int))
+    onehot = np.eye(3)[cls].transpose(2, 0, 1)
+    best, table = I.tune_watershed([onehot], [truth], grid={"h": [None, 2.0]})
+    assert best == {"h": 2.0}
+    assert table.f1.iloc[0] == 1.0 and table.merged.iloc[1] == 1

@@ -81,3 +81,4 @@ def test_results_page(tmp_path, smoke_run):
     page = write_results_page(smoke_run / "results", tmp_path / "results.md")
     text = page.read_text()
     assert "The report's claims, checked" in text and "| U-Net with Dice loss: average test Dice | 0.980 |" in text
+    assert "## Beyond the paper" in text and "paired difference" in text
