@@ -128,6 +128,9 @@ def write_results_page(results_dir: Path, target: Path) -> Path:
              "| notebook | status | seconds |", "|---|---|---|"]
     for name, nb in run.get("notebooks", {}).items():
         lines.append(f"| {name} | {nb.get('status')} | {nb.get('seconds', float('nan')):.0f} |")
+    lines += ["", "Seconds are those of each notebook's last execution. Trained models are cached in the run's "
+              "`models/` folder, so a notebook executed again after its models were trained loads them and its "
+              "seconds leave the training out; the `train_seconds` rows below give the training times."]
     lines += ["", "## The report's claims, checked", "",
               "Paper numbers are from the report (Kromp data, full resolution, 100 epochs of 256x256 patches); ours "
               "are from the run above, with 95% bootstrap confidence intervals over test images. "

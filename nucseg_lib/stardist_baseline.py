@@ -21,7 +21,6 @@ and are not used: the baseline is always trained here.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -160,8 +159,14 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     from keras.callbacks import CSVLogger
 
     model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
-    # StarDist calls keras_model.fit without a verbosity: one line per epoch reads well in notebooks
-    model.keras_model.fit = functools.partial(model.keras_model.fit, verbose=verbose)
+    # StarDist calls keras_model.fit with verbose=1 (a bar redrawn every step, pages of text in a
+    # notebook); override it so that one line per epoch is printed
+    fit = model.keras_model.fit
+
+    def fit_with_verbosity(*args, **kwargs):
+        return fit(*args, **{**kwargs, "verbose": verbose})
+
+    model.keras_model.fit = fit_with_verbosity
     t0 = time.perf_counter()
     remaining = config.epochs - done_epochs
     if remaining > 0:

@@ -82,3 +82,29 @@ def test_results_page(tmp_path, smoke_run):
     text = page.read_text()
     assert "The report's claims, checked" in text and "| U-Net with Dice loss: average test Dice | 0.980 |" in text
     assert "## Beyond the paper" in text and "paired difference" in text
+
+
+def test_runner_stops_with_a_clear_message_and_keeps_the_record(tmp_path, capsys):
+    from nucseg_lib.runner import run_study
+
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit):
+        run_study("synthetic", "no-such-profile", out, only=["01"])
+    assert "FAILED: notebook 01_data" in capsys.readouterr().err
+    run = json.loads((out / "results" / "run.json").read_text())
+    assert run["notebooks"]["01_data"]["status"] == "failed"
+    assert "no-such-profile" in run["notebooks"]["01_data"]["error"]
+    assert (out / "notebooks" / "01_data.ipynb").exists()  # the executed notebook shows the error
+
+
+def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
+    import papermill as pm
+
+    from nucseg_lib.runner import REPO
+
+    pm.execute_notebook(str(REPO / "notebooks" / "04_topk.ipynb"), str(tmp_path / "04.ipynb"),
+                        parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1},
+                        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    methods = set(summary[summary.experiment == "topk"].method)
+    assert "unet_topk_0.05" in methods and "unet_topk_0.2" not in methods
