@@ -25,6 +25,8 @@ test: venv
 reference: venv
 	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --out runs/coelho2009-cpu --no-book
 	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
+	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --seed 1 --only 08 --out runs/coelho2009-cpu-seed1 --no-book
+	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed1 --to reference/coelho2009-cpu-seed1
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
 reference-book: venv

@@ -102,6 +102,33 @@ def beyond_lines(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def seed_table(results_dirs: list[Path]) -> pd.DataFrame:
+    """Notebook 08's headline numbers, one row per training seed (one run folder per seed).
+
+    Bootstrap intervals only say how much a number depends on the test images; training the
+    same models with another seed shows the other source of variation.
+    """
+    rows = []
+    for d in results_dirs:
+        d = Path(d)
+        run = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+        sub = read_summary(d / "summary.csv")
+        sub = sub[sub.experiment == "beyond"].set_index(["method", "metric"]).value
+        if ("unet_boundary", "f1@0.5") not in sub.index:
+            continue
+
+        def get(method, metric, sub=sub):
+            return sub.get((method, metric), np.nan)
+
+        rows.append({"seed": run.get("parameters", {}).get("seed", "?"),
+                     "F1@0.5 unet_boundary": f"{get('unet_boundary', 'f1@0.5'):.3f}",
+                     "F1@0.5 stardist": f"{get('stardist', 'f1@0.5'):.3f}",
+                     "F1@0.5 unet_dice_cc": f"{get('unet_dice_cc', 'f1@0.5'):.3f}",
+                     "boundary - stardist": f"{get('unet_boundary', 'f1@0.5_minus_stardist'):+.3f}",
+                     "merged boundary / dice_cc": f"{get('unet_boundary', 'merged'):.0f} / {get('unet_dice_cc', 'merged'):.0f}"})
+    return pd.DataFrame(rows)
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -110,8 +137,12 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_results_page(results_dir: Path, target: Path) -> Path:
-    """Write the markdown results page for the run whose results are in ``results_dir``."""
+def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
+    """Write the markdown results page for the run whose results are in ``results_dir``.
+
+    ``replicates``: results folders of the same study run with other training seeds (notebook
+    08 only); their headline numbers are tabulated next to this run's.
+    """
     results_dir = Path(results_dir)
     summary = read_summary(results_dir / "summary.csv")
     run = json.loads((results_dir / "run.json").read_text()) if (results_dir / "run.json").exists() else {}
@@ -140,6 +171,11 @@ def write_results_page(results_dir: Path, target: Path) -> Path:
     lines.append(_md_table(claims_table(summary)) if len(summary) else "No results yet.")
     if len(summary):
         lines += ["", "## Beyond the paper: ground-truth-free instances", ""] + beyond_lines(summary)
+        seeds = seed_table([results_dir, *replicates]) if replicates else pd.DataFrame()
+        if len(seeds) > 1:
+            lines += ["", "Training seeds: the same notebook run again with other seeds (same data and split, "
+                      "`--seed N --only 08`). The spread between seeds is a second source of uncertainty, next to "
+                      "the bootstrap intervals over test images.", "", _md_table(seeds)]
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

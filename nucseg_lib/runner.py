@@ -123,11 +123,21 @@ def run_study(dataset: str, profile: str, out: Path, data_root: str | None = Non
     return record
 
 
-def build_book(run: Path, strict: bool = True) -> Path:
-    """Build the Jupyter Book of a run folder into ``<run>/_build/html``; returns that folder."""
+def find_replicates(run: Path) -> list[Path]:
+    """Results folders of the same run with other training seeds: sibling folders ``<run>-seed<N>``."""
+    run = Path(run).resolve()
+    return sorted(d / "results" for d in run.parent.glob(f"{run.name}-seed*") if (d / "results" / "summary.csv").exists())
+
+
+def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
+    """Build the Jupyter Book of a run folder into ``<run>/_build/html``; returns that folder.
+
+    ``replicates`` (default: :func:`find_replicates`) go into the results page's seed table.
+    """
     from .book import write_results_page
 
     run = Path(run).resolve()
+    replicates = find_replicates(run) if replicates is None else replicates
     stage = run / "_book_src"
     if stage.exists():
         shutil.rmtree(stage)
@@ -136,7 +146,7 @@ def build_book(run: Path, strict: bool = True) -> Path:
         shutil.copy(REPO / f, stage / f)
     shutil.copytree(REPO / "book", stage / "book")
     shutil.copytree(run / "notebooks", stage / "notebooks")
-    write_results_page(run / "results", stage / "book" / "results.md")
+    write_results_page(run / "results", stage / "book" / "results.md", replicates)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
     if strict:
         cmd.append("-W")
@@ -189,6 +199,7 @@ def main(argv=None):
             build_book(out)
     elif a.cmd == "book":
         run = Path(a.run)
+        replicates = find_replicates(run)
         if run.resolve() == (REFERENCE / "coelho2009-cpu").resolve():
             # build the reference book outside the reference folder, so the repository stays clean
             tmp = REPO / "runs" / "reference-book"
@@ -196,7 +207,7 @@ def main(argv=None):
                 shutil.rmtree(tmp)
             shutil.copytree(run, tmp)
             run = tmp
-        build_book(run)
+        build_book(run, replicates=replicates)
     elif a.cmd == "publish":
         publish(Path(a.run), Path(a.to))
 

@@ -219,10 +219,10 @@ class Study:
         self.record_rows(summ)
         return summ
 
-    def save_table(self, name: str, df: pd.DataFrame) -> Path:
-        path = self.results_dir / f"{name}.csv"
-        df.to_csv(path, index=False)
-        return path
+    def save_table(self, name: str, df: pd.DataFrame) -> None:
+        """Write a tidy table to ``results/<name>.csv`` (returns nothing, so a notebook cell ending
+        with it shows no output)."""
+        df.to_csv(self.results_dir / f"{name}.csv", index=False)
 
 
 def method_name(loss: str, init: str = "scratch") -> str:

@@ -82,6 +82,26 @@ def test_results_page(tmp_path, smoke_run):
     text = page.read_text()
     assert "The report's claims, checked" in text and "| U-Net with Dice loss: average test Dice | 0.980 |" in text
     assert "## Beyond the paper" in text and "paired difference" in text
+    assert "Training seeds" not in text  # no replicates given
+
+
+def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
+    import shutil
+
+    from nucseg_lib.runner import find_replicates
+
+    run = tmp_path / "study"
+    shutil.copytree(smoke_run / "results", run / "results")
+    rep = tmp_path / "study-seed7" / "results"
+    shutil.copytree(smoke_run / "results", rep)
+    record = json.loads((rep / "run.json").read_text())
+    record["parameters"]["seed"] = 7
+    (rep / "run.json").write_text(json.dumps(record))
+    assert find_replicates(run) == [rep.resolve()]
+    text = write_results_page(run / "results", tmp_path / "results.md", find_replicates(run)).read_text()
+    assert "Training seeds" in text
+    seed_rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 7 |")]
+    assert len(seed_rows) == 2
 
 
 def test_runner_stops_with_a_clear_message_and_keeps_the_record(tmp_path, capsys):
