@@ -22,11 +22,17 @@ book: venv
 test: venv
 	$(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
+SEEDS ?= 1 2
+
+# the published run, then notebook 08 again with other training seeds (sibling folders <run>-seed<N>)
 reference: venv
 	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --out runs/coelho2009-cpu --no-book
 	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
-	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --seed 1 --only 08 --out runs/coelho2009-cpu-seed1 --no-book
-	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed1 --to reference/coelho2009-cpu-seed1
+	for s in $(SEEDS); do \
+	  $(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --seed $$s --only 08 \
+	    --out runs/coelho2009-cpu-seed$$s --no-book && \
+	  $(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \
+	done
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
 reference-book: venv
