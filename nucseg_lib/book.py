@@ -124,6 +124,7 @@ def seed_table(results_dirs: list[Path]) -> pd.DataFrame:
                      "F1@0.5 unet_boundary": f"{get('unet_boundary', 'f1@0.5'):.3f}",
                      "F1@0.5 stardist": f"{get('stardist', 'f1@0.5'):.3f}",
                      "F1@0.5 unet_dice_cc": f"{get('unet_dice_cc', 'f1@0.5'):.3f}",
+                     "pixel Dice unet_dice": f"{get('unet_dice', 'dice'):.3f}",
                      "boundary - stardist": f"{get('unet_boundary', 'f1@0.5_minus_stardist'):+.3f}",
                      "merged boundary / dice_cc": f"{get('unet_boundary', 'merged'):.0f} / {get('unet_dice_cc', 'merged'):.0f}"})
     return pd.DataFrame(rows)
