@@ -35,6 +35,7 @@ reference: venv
 	done
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
+# rebuild the reference book (runs/reference-book) and regenerate book/results.md from reference/
 reference-book: venv
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
