@@ -113,19 +113,21 @@ def seed_table(results_dirs: list[Path]) -> pd.DataFrame:
         d = Path(d)
         run = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
         sub = read_summary(d / "summary.csv")
-        sub = sub[sub.experiment == "beyond"].set_index(["method", "metric"]).value
+        sub = sub[sub.experiment == "beyond"].set_index(["method", "metric"])
         if ("unet_boundary", "f1@0.5") not in sub.index:
             continue
 
-        def get(method, metric, sub=sub):
-            return sub.get((method, metric), np.nan)
+        def get(method, metric, sub=sub, column="value"):
+            return sub[column].get((method, metric), np.nan)
+
+        diff = [get("unet_boundary", "f1@0.5_minus_stardist", column=c) for c in ("value", "ci_low", "ci_high")]
 
         rows.append({"seed": run.get("parameters", {}).get("seed", "?"),
                      "F1@0.5 unet_boundary": f"{get('unet_boundary', 'f1@0.5'):.3f}",
                      "F1@0.5 stardist": f"{get('stardist', 'f1@0.5'):.3f}",
                      "F1@0.5 unet_dice_cc": f"{get('unet_dice_cc', 'f1@0.5'):.3f}",
                      "pixel Dice unet_dice": f"{get('unet_dice', 'dice'):.3f}",
-                     "boundary - stardist": f"{get('unet_boundary', 'f1@0.5_minus_stardist'):+.3f}",
+                     "boundary - stardist [95% CI]": f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]",
                      "merged boundary / dice_cc": f"{get('unet_boundary', 'merged'):.0f} / {get('unet_dice_cc', 'merged'):.0f}"})
     return pd.DataFrame(rows)
 
