@@ -24,6 +24,12 @@ CLAIMS = [
 ]
 
 
+def _read_run(results_dir: Path) -> dict:
+    """A results folder's ``run.json`` (empty when the run wrote none)."""
+    path = Path(results_dir) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _fmt(v, lo, hi):
     if pd.isna(v):
         return "n/a"
@@ -111,7 +117,7 @@ def seed_table(results_dirs: list[Path]) -> pd.DataFrame:
     rows = []
     for d in results_dirs:
         d = Path(d)
-        run = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+        run = _read_run(d)
         sub = read_summary(d / "summary.csv")
         sub = sub[sub.experiment == "beyond"].set_index(["method", "metric"])
         if ("unet_boundary", "f1@0.5") not in sub.index:
@@ -148,7 +154,7 @@ def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
     """
     results_dir = Path(results_dir)
     summary = read_summary(results_dir / "summary.csv")
-    run = json.loads((results_dir / "run.json").read_text()) if (results_dir / "run.json").exists() else {}
+    run = _read_run(results_dir)
     hw, ver = run.get("hardware", {}), run.get("versions", {})
     lines = ["# Results", "",
              "This page is generated from `results/summary.csv` and `results/run.json` of the run shown in "

@@ -189,6 +189,17 @@ def bootstrap_ci(values_fn, n_items: int, n_boot: int = 1000, level: float = 0.9
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
+def _image_counts(per_image: pd.DataFrame, thresh: float, images) -> np.ndarray:
+    """Array (n_images, n_counts) of one threshold's match counts, rows in the order of ``images``."""
+    return per_image[np.isclose(per_image["thresh"], thresh)].set_index("image").loc[images, list(COUNT_COLUMNS)] \
+        .to_numpy(float)
+
+
+def _pooled_score(counts: np.ndarray, idx: np.ndarray, metric: str) -> float:
+    """``metric`` from the counts of the images ``idx`` (rows of ``counts``) summed, as :func:`pool` does."""
+    return scores_from_counts(dict(zip(COUNT_COLUMNS, counts[idx].sum(axis=0))))[metric]
+
+
 def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "precision", "recall", "accuracy", "pq"),
                      thresholds: Sequence[float] = (0.5,), n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Pooled scores with 95% bootstrap CIs over images: columns ``metric, value, ci_low, ci_high, n_images``.
@@ -199,12 +210,11 @@ def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "p
     images = per_image["image"].unique()
     all_t = sorted(per_image["thresh"].unique())
     # counts[t, i, c]: image i's count c at threshold t, for fast resampling
-    counts = np.stack([per_image[per_image["thresh"] == t].set_index("image").loc[images, list(COUNT_COLUMNS)]
-                       .to_numpy(float) for t in all_t])
+    counts = np.stack([_image_counts(per_image, t, images) for t in all_t])
     rows = []
 
     def pooled(ti, idx, metric):
-        return scores_from_counts(dict(zip(COUNT_COLUMNS, counts[ti, idx].sum(axis=0))))[metric]
+        return _pooled_score(counts[ti], idx, metric)
 
     full = np.arange(len(images))
     for t in thresholds:
@@ -258,12 +268,10 @@ def paired_difference(per_image_a: pd.DataFrame, per_image_b: pd.DataFrame, metr
     if set(a.index) != set(b.index):
         raise ValueError(f"the two tables cover different images: {sorted(set(a.index) ^ set(b.index))[:5]} ...")
     images = list(a.index)
-    ca = a.loc[images, list(COUNT_COLUMNS)].to_numpy(float)
-    cb = b.loc[images, list(COUNT_COLUMNS)].to_numpy(float)
+    ca, cb = _image_counts(per_image_a, thresh, images), _image_counts(per_image_b, thresh, images)
 
     def diff(idx):
-        return (scores_from_counts(dict(zip(COUNT_COLUMNS, ca[idx].sum(axis=0))))[metric]
-                - scores_from_counts(dict(zip(COUNT_COLUMNS, cb[idx].sum(axis=0))))[metric])
+        return _pooled_score(ca, idx, metric) - _pooled_score(cb, idx, metric)
 
     lo, hi = bootstrap_ci(diff, len(images), n_boot, seed=seed)
     return {"value": float(diff(np.arange(len(images)))), "ci_low": lo, "ci_high": hi, "n_images": len(images)}
