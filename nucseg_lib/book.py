@@ -57,6 +57,14 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
         sub = summary[(summary.experiment == exp) & (summary.metric == metric)]
         if method is not None:
             sub = sub[sub.method == method]
+            div = summary[(summary.experiment == exp) & (summary.method == method)
+                          & (summary.metric == "diverged_at_step")]
+            if len(div):
+                step = int(div.value.iloc[0])
+                rows.append({"claim": claim, "paper": "" if paper is None else f"{paper:.3f}",
+                             "ours [95% CI]": f"diverged at step {step}", "n images": "",
+                             "verdict": "training diverged (non-finite loss); no model to score"})
+                continue
         if len(sub) == 0:
             rows.append({"claim": claim, "paper": paper, "ours [95% CI]": "not run", "n images": "", "verdict": "not run"})
             continue

@@ -3,12 +3,26 @@
 - :func:`oracle_propagation` is the paper's section III.6 label propagation. It
   uses the ground-truth labels, so it is an **oracle upper bound**, not a
   method that could run on new images.
-- :func:`connected_components` and the two watershed functions use no ground truth.
+- :func:`connected_components` and :func:`watershed_boundary` use no ground truth.
+
+Probability maps with NaN or infinite values are refused (ValueError): they come from a
+diverged model, and would otherwise give empty instances without a word.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+
+def finite_probabilities(probs, ndim: int) -> np.ndarray:
+    """``probs`` as an array, or a ValueError if it has the wrong number of axes or NaN/inf values."""
+    probs = np.asarray(probs)
+    if probs.ndim != ndim:
+        raise ValueError(f"expected a probability map with {ndim} axes, got shape {probs.shape}")
+    if np.issubdtype(probs.dtype, np.floating) and not np.isfinite(probs).all():
+        raise ValueError(f"probability map has {int((~np.isfinite(probs)).sum())} NaN or infinite values "
+                         f"(a diverged model?); refusing to turn it into instances")
+    return probs
 
 
 def oracle_propagation(pred_mask: np.ndarray, truth_labels: np.ndarray) -> np.ndarray:
@@ -25,7 +39,7 @@ def oracle_propagation(pred_mask: np.ndarray, truth_labels: np.ndarray) -> np.nd
     """
     from skimage.segmentation import expand_labels
 
-    mask = np.asarray(pred_mask) > 0
+    mask = finite_probabilities(pred_mask, ndim=2) > 0
     truth = np.asarray(truth_labels)
     if mask.shape != truth.shape:
         raise ValueError(f"shapes differ: prediction {mask.shape}, truth {truth.shape}")
@@ -52,22 +66,8 @@ def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int
     """Label 4-connected regions of ``prob > threshold`` (touching nuclei stay merged)."""
     from skimage.measure import label
 
-    return remove_small(label(np.asarray(prob) > threshold, connectivity=1).astype(np.int32), min_size)
-
-
-def watershed_distance(prob: np.ndarray, threshold: float = 0.5, min_distance: int = 5, min_size: int = 0) -> np.ndarray:
-    """Seeded watershed of a binary mask: seeds are maxima of the distance transform ``min_distance`` pixels apart."""
-    from skimage.feature import peak_local_max
-    from skimage.measure import label
-    from skimage.segmentation import watershed
-
-    mask = np.asarray(prob) > threshold
-    dist = ndi.distance_transform_edt(mask)
-    dist = ndi.gaussian_filter(dist, 1.0)
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=label(mask), exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return remove_small(watershed(-dist, markers, mask=mask).astype(np.int32), min_size)
+    prob = finite_probabilities(prob, ndim=2)
+    return remove_small(label(prob > threshold, connectivity=1).astype(np.int32), min_size)
 
 
 def watershed_boundary(probs: np.ndarray, seed_threshold: float = 0.5, mask_threshold: float = 0.5,
@@ -90,8 +90,8 @@ def watershed_boundary(probs: np.ndarray, seed_threshold: float = 0.5, mask_thre
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    probs = np.asarray(probs)
-    if probs.ndim != 3 or probs.shape[0] != 3:
+    probs = finite_probabilities(probs, ndim=3)
+    if probs.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) probability map, got shape {probs.shape}")
     p_int, p_bnd = probs[1], probs[2]
     interior = remove_small(label(p_int > seed_threshold, connectivity=1).astype(np.int32), min_seed_size) > 0
@@ -130,17 +130,3 @@ def tune_watershed(probs: list, truths: list, grid: dict | None = None, thresh: 
     table = pd.DataFrame(rows).sort_values("f1", ascending=False, kind="stable").reset_index(drop=True)
     best = {k: (None if pd.isna(table.loc[0, k]) else float(table.loc[0, k])) for k in keys}
     return best, table
-
-
-def instances_from_probs(probs: np.ndarray, method: str = "auto", **kw) -> np.ndarray:
-    """Ground-truth-free instances: ``'cc'``, ``'watershed'`` (distance) or ``'boundary'`` (3-class); ``'auto'`` picks."""
-    if method == "auto":
-        method = "boundary" if probs.shape[0] == 3 else "cc"
-    fg = probs[0] if probs.shape[0] == 1 else probs[1] + probs[2]
-    if method == "cc":
-        return connected_components(fg, **kw)
-    if method == "watershed":
-        return watershed_distance(fg, **kw)
-    if method == "boundary":
-        return watershed_boundary(probs, **kw)
-    raise ValueError(f"unknown method {method!r}")

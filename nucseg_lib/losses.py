@@ -12,6 +12,8 @@ the pixels of a patch) or ``"topk:6000"`` (K as a pixel count), sums such as
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,13 +49,18 @@ class TopKBCELoss(nn.Module):
 
     def __init__(self, k: float):
         super().__init__()
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        if not (math.isfinite(k) and k > 0) or (k > 1 and k != int(k)):
+            raise ValueError(f"k must be a fraction in (0, 1] or a whole number of pixels > 1, got {k}")
         self.k = k
 
     def n_pixels(self, n_per_image: int) -> int:
-        k = round(self.k * n_per_image) if self.k <= 1 else int(self.k)
-        return max(1, min(k, n_per_image))
+        """K in pixels for images of ``n_per_image`` pixels; a K larger than that is an error, not clipped."""
+        if self.k <= 1:
+            return max(1, round(self.k * n_per_image))
+        if self.k > n_per_image:
+            raise ValueError(f"top-K: K = {int(self.k)} pixels is more than the {n_per_image} pixels of a patch; "
+                             f"use a smaller K or a fraction such as topk:0.2")
+        return int(self.k)
 
     def forward(self, logits, target):
         per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target.to(logits.dtype), reduction="none")
@@ -86,26 +93,49 @@ class WeightedSum(nn.Module):
 
 
 def _single(spec: str) -> nn.Module:
-    name, _, arg = spec.partition(":")
-    if name == "dice":
-        return DiceLoss()
-    if name == "bce":
-        return BCELoss()
+    name, colon, arg = spec.partition(":")
+    if name in ("dice", "bce"):
+        if colon:
+            raise ValueError(f"loss {spec!r}: {name} takes no argument; write {name!r}")
+        return DiceLoss() if name == "dice" else BCELoss()
     if name == "topk":
-        if not arg:
-            raise ValueError("topk needs K, e.g. 'topk:0.1' or 'topk:6000'")
-        return TopKBCELoss(float(arg))
+        k = _number(spec, arg, "K")
+        if k > 1 and k != int(k):
+            raise ValueError(f"loss {spec!r}: K must be a fraction in (0, 1] of a patch's pixels or a whole "
+                             f"number of pixels > 1, got {arg}")
+        return TopKBCELoss(k if k <= 1 else int(k))
     if name == "boundary_ce":
-        return BoundaryCELoss(float(arg) if arg else 3.0)
+        return BoundaryCELoss(_number(spec, arg, "the boundary weight") if colon else 3.0)
     raise ValueError(f"unknown loss {spec!r}; use dice, bce, topk:K, boundary_ce[:w] or sums like dice+0.5*topk:0.1")
 
 
+def _number(spec: str, text: str, what: str) -> float:
+    """A positive finite number from a loss specification, or a ValueError naming the spec."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"loss {spec!r}: {what} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"loss {spec!r}: {what} must be a positive finite number, got {text}")
+    return value
+
+
 def make_loss(spec: str) -> nn.Module:
-    """Build a loss from a specification string (see the module docstring)."""
+    """Build a loss from a specification string (see the module docstring).
+
+    Raises ``ValueError`` for unknown terms, arguments a term does not take, K that is
+    neither a fraction in (0, 1] nor a whole pixel count, weights that are not positive
+    finite numbers, and sums that mix the 3-class loss with the binary ones (their
+    targets differ).
+    """
     terms = []
     for part in spec.replace(" ", "").split("+"):
         w, star, rest = part.partition("*")
-        terms.append((float(w), _single(rest)) if star else (1.0, _single(part)))
+        terms.append((_number(spec, w, "a weight"), _single(rest)) if star else (1.0, _single(part)))
+    kinds = {isinstance(t, BoundaryCELoss) for _, t in terms}
+    if len(kinds) > 1:
+        raise ValueError(f"loss {spec!r}: boundary_ce (3 classes) cannot be summed with dice, bce or topk "
+                         f"(one foreground channel)")
     return terms[0][1] if len(terms) == 1 and terms[0][0] == 1.0 else WeightedSum(terms)
 
 

@@ -113,14 +113,31 @@ def match_image(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]
     """
     from stardist.matching import matching
 
-    truth = np.asarray(truth)
-    pred = np.asarray(pred)
+    truth = _label_image(truth, "truth")
+    pred = _label_image(pred, "pred")
     if truth.shape != pred.shape:
         raise ValueError(f"label shapes differ: {truth.shape} vs {pred.shape}")
-    stats = matching(truth.astype(np.int32), pred.astype(np.int32), thresh=list(thresholds))
+    stats = matching(truth, pred, thresh=list(thresholds))
     rows = [{"thresh": float(s.thresh), "tp": s.tp, "fp": s.fp, "fn": s.fn, "n_true": s.n_true,
              "n_pred": s.n_pred, "sum_iou": s.mean_matched_score * s.tp} for s in stats]
     return pd.DataFrame(rows)
+
+
+def _label_image(labels, what: str) -> np.ndarray:
+    """An instance label image as int32, or a ValueError saying why it is not one."""
+    from .data.common import DataError, as_labels
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{what}: expected a 2D label image, got shape {labels.shape}")
+    if np.issubdtype(labels.dtype, np.floating):
+        raise ValueError(f"{what}: expected an integer label image (0 = background, 1..n = nuclei), got dtype "
+                         f"{labels.dtype}; a probability map must be turned into instances first, e.g. with "
+                         f"nucseg_lib.instances.connected_components")
+    try:
+        return as_labels(labels, what)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def scores_from_counts(c: pd.DataFrame | pd.Series | dict) -> dict[str, float]:
@@ -149,8 +166,14 @@ def evaluate_instances(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]
     (merge and split counts do not depend on the threshold and repeat on each row).
     """
     if not (len(truths) == len(preds) == len(names)):
-        raise ValueError("truths, preds and names must have the same length")
+        raise ValueError(f"truths, preds and names must have the same length, got {len(truths)}, {len(preds)} "
+                         f"and {len(names)}")
     groups = list(groups) if groups is not None else [""] * len(names)
+    if len(groups) != len(names):
+        raise ValueError(f"groups has {len(groups)} entries for {len(names)} images")
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise ValueError(f"image names must be unique (pooling is per image); repeated: {dup[:5]}")
     frames = []
     for t, p, n, g in zip(truths, preds, names, groups):
         df = match_image(t, p, thresholds)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,36 +28,15 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from .machine import hardware
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["01_data", "02_baseline", "03_transfer", "04_topk", "05_boundary", "06_stardist",
              "07_receptive_field", "08_beyond_instances"]
 PACKAGES = ["nucseg", "torch", "torchvision", "tensorflow", "keras", "stardist", "csbdeep", "numpy", "scipy",
             "scikit-image", "pandas", "papermill", "jupyter-book"]
 REFERENCE = REPO / "reference"
-
-
-def hardware() -> dict:
-    """CPU model, core count, memory and GPU (if any) of this machine."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # torch missing or broken CUDA: report no GPU
-        info["gpu"] = None
-    return info
+SCRATCH_NOTEBOOKS = ("*.partial.ipynb", "*.failed.ipynb")  # notebooks of unfinished or failed executions
 
 
 def versions() -> dict:
@@ -77,25 +55,69 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+class RunError(SystemExit):
+    """A run cannot start or stopped; the message says why and what to do (exit status 1)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+def select_notebooks(only: list[str] | None) -> list[str]:
+    """Notebook names matching the prefixes in ``only`` (all when empty); an unknown prefix is an error."""
+    if not only:
+        return list(NOTEBOOKS)
+    unknown = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
+    if unknown:
+        raise RunError(f"--only {' '.join(unknown)}: no notebook starts with that; notebooks are {', '.join(NOTEBOOKS)}")
+    return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
+
+
+def _cause(exc: Exception) -> str:
+    """The error inside a failed notebook (papermill keeps the kernel's exception name and message)."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_study(dataset: str, profile: str, out: Path, data_root: str | None = None, seed: int = 0,
               only: list[str] | None = None, extra: dict | None = None, force: bool = False) -> dict:
-    """Execute the notebooks into ``out``; returns the run record (also written to ``results/run.json``)."""
+    """Execute the notebooks into ``out``; returns the run record (also written to ``results/run.json``).
+
+    A notebook is executed into ``<name>.partial.ipynb`` and moved into place only when it
+    finished, and ``run.json`` marks it ``running`` meanwhile, so a run killed mid-notebook
+    never leaves a half-executed notebook that the next call takes as done. A run folder
+    belongs to one set of parameters: running other parameters (another seed, dataset,
+    profile or data) into it is refused, so one ``summary.csv`` never mixes two runs.
+    """
     import papermill as pm
 
     out = Path(out).resolve()
     if REFERENCE.resolve() in [out, *out.parents]:
-        raise SystemExit(f"{out} is inside reference/: run into another folder and use 'publish' to replace the reference run")
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    (out / "results").mkdir(parents=True, exist_ok=True)
+        raise RunError(f"{out} is inside reference/: run into another folder and use 'publish' to replace the reference run")
+    names = select_notebooks(only)
     params = {"dataset": dataset, "profile": profile, "seed": seed, "out_dir": str(out),
               "data_root": str(Path(data_root).resolve()) if data_root else None, **(extra or {})}
     run_path = out / "results" / "run.json"
-    record = json.loads(run_path.read_text()) if run_path.exists() else {}
-    if record.get("parameters") != params:
-        record = {"parameters": params, "notebooks": {}}
+    record = _read_record(run_path)
+    if record.get("parameters", params) != params:
+        old = record["parameters"]
+        diff = ", ".join(f"{k} {old.get(k)!r} -> {params.get(k)!r}" for k in sorted(set(old) | set(params))
+                         if old.get(k) != params.get(k))
+        raise RunError(f"{out} holds a run with other parameters ({diff}); its summary.csv would mix the two. "
+                       f"Use another --out folder (seed replicates go to <run>-seed<N>)")
+    if not record and (out / "results" / "summary.csv").exists():
+        raise RunError(f"{out / 'results' / 'summary.csv'} exists but run.json does not: cannot tell which run wrote "
+                       f"it; use another --out folder")
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    record = record or {"parameters": params, "notebooks": {}}
     record.update({"dataset": dataset, "profile": profile, "hardware": hardware(), "versions": versions()})
     record.setdefault("start", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
     for i, name in enumerate(names, 1):
         done = record["notebooks"].get(name, {})
         target = out / "notebooks" / f"{name}.ipynb"
@@ -103,24 +125,42 @@ def run_study(dataset: str, profile: str, out: Path, data_root: str | None = Non
             print(f"[{i}/{len(names)}] {name}: already done ({done['seconds']:.0f} s), skipped", flush=True)
             continue
         print(f"[{i}/{len(names)}] {name}: running ...", flush=True)
+        partial = target.with_name(f"{name}.partial.ipynb")
+        record["notebooks"][name] = {"status": "running", "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_json(run_path, record)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(target), parameters=params,
+            pm.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(partial), parameters=params,
                                 cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
         except Exception as exc:
+            failed = target.with_name(f"{name}.failed.ipynb")
+            if partial.exists():
+                os.replace(partial, failed)
+            cause = _cause(exc)
             record["notebooks"][name] = {"status": "failed", "seconds": time.perf_counter() - t0,
-                                         "error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
+                                         "error": cause[-2000:]}
             _write_json(run_path, record)
-            print(f"\nFAILED: notebook {name} ({type(exc).__name__}). The executed notebook with the error is "
-                  f"{target}; results of earlier notebooks are kept in {out / 'results'}.", file=sys.stderr)
+            print(f"\nFAILED: notebook {name}\n  cause: {cause[-2000:]}\n  the executed notebook with the error: "
+                  f"{failed}\n  results of earlier notebooks are kept in {out / 'results'}", file=sys.stderr)
             raise SystemExit(1) from None
+        os.replace(partial, target)
         seconds = time.perf_counter() - t0
         record["notebooks"][name] = {"status": "ok", "seconds": round(seconds, 1)}
         record["end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        record["duration_s"] = round(sum(v["seconds"] for v in record["notebooks"].values()), 1)
+        record["duration_s"] = round(sum(v.get("seconds", 0) for v in record["notebooks"].values()), 1)
         _write_json(run_path, record)
         print(f"[{i}/{len(names)}] {name}: done in {seconds:.0f} s", flush=True)
     return record
+
+
+def _read_record(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: cannot read the run record ({type(exc).__name__}: {exc}); move it away to start "
+                       f"the run afresh") from exc
 
 
 def find_replicates(run: Path) -> list[Path]:
@@ -145,7 +185,7 @@ def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
     for f in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO / f, stage / f)
     shutil.copytree(REPO / "book", stage / "book")
-    shutil.copytree(run / "notebooks", stage / "notebooks")
+    shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     write_results_page(run / "results", stage / "book" / "results.md", replicates)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
     if strict:
@@ -161,13 +201,43 @@ def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
 
 
 def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
-    """Copy a run's executed notebooks and results (not its models or build) to ``to``."""
-    run, to = Path(run), Path(to)
+    """Copy a run's executed notebooks and results (not its models or build) to ``to``.
+
+    The run is checked first (``results/summary.csv`` and ``run.json`` with every notebook
+    ``ok``, each executed notebook present), the copy is made beside ``to`` and swapped in
+    only when complete, and publishing a folder onto itself or into itself is refused: a
+    typo in ``--run`` cannot empty the published study.
+    """
+    run, to = Path(run).resolve(), Path(to).resolve()
+    if run == to or run in to.parents or to in run.parents:
+        raise RunError(f"publish: --run {run} and --to {to} overlap; publish a run folder into another place")
+    record = _read_record(run / "results" / "run.json")
+    problems = []
+    if not (run / "results" / "summary.csv").is_file():
+        problems.append("no results/summary.csv")
+    if not record:
+        problems.append("no results/run.json")
+    for name, rec in record.get("notebooks", {}).items():
+        if rec.get("status") != "ok":
+            problems.append(f"notebook {name} is {rec.get('status')}")
+        elif not (run / "notebooks" / f"{name}.ipynb").is_file():
+            problems.append(f"notebooks/{name}.ipynb is missing")
+    if record and not record.get("notebooks"):
+        problems.append("no notebook has run")
+    if problems:
+        raise RunError(f"publish: {run} is not a finished run ({'; '.join(problems)}); {to} is left as it was")
+    stage = to.with_name(f".{to.name}.publishing")
+    old = to.with_name(f".{to.name}.old")
+    for d in (stage, old):
+        if d.exists():
+            shutil.rmtree(d)
+    stage.mkdir(parents=True)
+    shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
+    shutil.copytree(run / "results", stage / "results")
     if to.exists():
-        shutil.rmtree(to)
-    to.mkdir(parents=True)
-    shutil.copytree(run / "notebooks", to / "notebooks")
-    shutil.copytree(run / "results", to / "results")
+        os.replace(to, old)
+    os.replace(stage, to)
+    shutil.rmtree(old, ignore_errors=True)
     print(f"published {run} to {to}")
     return to
 
@@ -190,6 +260,14 @@ def main(argv=None):
     p.add_argument("--run", required=True)
     p.add_argument("--to", default=str(REFERENCE / "coelho2009-cpu"))
     a = ap.parse_args(argv)
+    try:
+        _main(a)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _main(a):
     if a.cmd == "run":
         out = Path(a.out or REPO / "runs" / f"{a.dataset}-{a.profile}")
         t0 = time.perf_counter()

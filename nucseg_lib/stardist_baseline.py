@@ -102,6 +102,15 @@ class StarDistConfig:
     threads: int | None = None
     data_tag: str = ""
 
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "n_rays"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"StarDistConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
+                                 f"trained for no step would be cached as if it had trained")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"StarDistConfig.lr must be a positive number, got {self.lr!r}")
+
 
 def _augment(x, y):
     """StarDist's example augmenter: flips, 90-degree rotations, intensity scale/shift, noise."""
@@ -130,7 +139,11 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
 
+    from .training import TrainingDiverged, _read_json, _write_json_atomic
+
     folder = Path(basedir) / name
+    if (folder / "diverged.json").exists():
+        raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
     if (folder / "DONE").exists():
         return load_stardist(folder)
     if not val_samples:
@@ -158,7 +171,10 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     model.prepare_for_training()
     from keras.callbacks import CSVLogger
 
+    from keras.callbacks import TerminateOnNaN
+
     model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
+    model.callbacks.append(TerminateOnNaN())
     # StarDist calls keras_model.fit with verbose=1 (a bar redrawn every step, pages of text in a
     # notebook); override it so that one line per epoch is printed
     fit = model.keras_model.fit
@@ -176,6 +192,16 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
         model.train(X, Y, validation_data=(Xv, Yv), augmenter=_augment, epochs=remaining,
                     steps_per_epoch=config.steps_per_epoch, seed=config.seed + done_epochs)
     seconds = time.perf_counter() - t0
+    import pandas as pd
+
+    hist = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else pd.DataFrame()
+    bad = [i for i, v in enumerate(hist.get("loss", []), 1) if not np.isfinite(v)]
+    if bad or len(hist) < config.epochs:
+        record = {"epoch": bad[0] if bad else len(hist) + 1, "step": (bad[0] if bad else len(hist) + 1)
+                  * config.steps_per_epoch, "what": "StarDist training loss not finite (Keras TerminateOnNaN)",
+                  "key": name}
+        _write_json_atomic(record, folder / "diverged.json")
+        raise TrainingDiverged(folder, record)
     model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False},
                               optimize_kwargs={"tol": 1e-2})
     (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))

@@ -46,6 +46,7 @@ class Profile:
     max_images: int | None = None  # cap on real images per split (smoke runs on real data)
     erf_images: int = 16
     n_boot: int = 1000
+    precision: str = "auto"  # U-Net training/inference: bf16 where this machine runs it faster (nucseg_lib.machine)
 
 
 PROFILES = {
@@ -144,7 +145,10 @@ class Study:
     def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
         from .training import TrainConfig
 
+        from .machine import resolve_precision
+
         p = self.profile
+        kw.setdefault("precision", resolve_precision(p.precision))
         return TrainConfig(loss=loss, init=init, epochs=p.epochs, steps_per_epoch=p.steps_per_epoch,
                            batch_size=p.batch_size, patch_size=p.patch_size, seed=self.seed,
                            data_tag=self.data_tag, **kw)
@@ -223,6 +227,28 @@ class Study:
         """Write a tidy table to ``results/<name>.csv`` (returns nothing, so a notebook cell ending
         with it shows no output)."""
         df.to_csv(self.results_dir / f"{name}.csv", index=False)
+
+
+def parameter_list(value, name: str) -> list[float]:
+    """A list-of-numbers notebook parameter, given as a list or as text such as ``"[0.05, 0.3]"``.
+
+    ``papermill -p name "[0.05, 0.3]"`` passes the text, not a list (``-y "name: [0.05, 0.3]"``
+    passes a list); both work. Anything else raises ValueError naming the parameter.
+    """
+    import ast
+
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"parameter {name}: cannot read {value!r} as a list of numbers, e.g. \"[0.05, 0.3]\"") \
+                from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"parameter {name}: expected a non-empty list of numbers, got {value!r}")
+    return [float(v) for v in value]
 
 
 def method_name(loss: str, init: str = "scratch") -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,8 +29,44 @@ import torch
 
 from .data.common import Sample, normalize_percentile
 from .losses import make_loss, n_classes
+from .machine import autocast
 from .model import build_model, pick_device
 from .targets import make_target
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or validation score.
+
+    The model folder then holds ``diverged.json`` (epoch, step, the last losses) and no
+    ``weights.pt``: a diverged model is never cached as a trained one. Asking for the same
+    configuration again raises this error again without retraining (training is
+    deterministic for a configuration, so it would diverge again).
+    """
+
+    def __init__(self, folder: Path, record: dict):
+        self.folder, self.record = Path(folder), record
+        super().__init__(f"{folder}: training diverged at epoch {record['epoch']}, step {record['step']} "
+                         f"({record['what']}); recorded in diverged.json, no weights saved")
+
+
+class ModelFolderError(RuntimeError):
+    """A model folder's file is unreadable, corrupt or belongs to another configuration; names the file."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+def _torch_load(path: Path, device):
+    """``torch.load`` with ``weights_only=True`` (a crafted file cannot run code); errors name the file."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, or a pickle that is not plain tensors and numbers
+        raise ModelFolderError(f"{path}: cannot load ({type(exc).__name__}: {str(exc)[:300]}); delete the file to "
+                               f"start that training again") from exc
 
 
 @dataclass
@@ -37,7 +74,9 @@ class TrainConfig:
     """Training settings; the paper's are Adam, lr 1e-4, 100 epochs, 256 x 256 patches.
 
     ``patch_size`` is in pixels of the (possibly downscaled) images; ``time_budget_s``
-    stops training after the epoch in which the wall-clock budget runs out.
+    stops training after the epoch in which the wall-clock budget runs out. ``precision``
+    ``'bf16'`` runs the forward pass under bfloat16 autocast (weights, optimizer and loss
+    stay fp32); :func:`nucseg_lib.machine.resolve_precision` says which one pays here.
     """
 
     loss: str = "dice"
@@ -52,8 +91,29 @@ class TrainConfig:
     decoder_base: int = 16
     augment: bool = True
     time_budget_s: float | None = None
+    precision: str = "fp32"
     data_tag: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
+                                 f"trained for no step would be cached as if it had trained")
+        if not isinstance(self.patch_size, (int, np.integer)) or self.patch_size < 16:
+            raise ValueError(f"TrainConfig.patch_size must be a whole number of pixels >= 16, got {self.patch_size!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if self.time_budget_s is not None and not (self.time_budget_s > 0):
+            raise ValueError(f"TrainConfig.time_budget_s must be None or > 0 seconds, got {self.time_budget_s!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16' (resolve 'auto' with "
+                             f"nucseg_lib.machine.resolve_precision), got {self.precision!r}")
+        loss = make_loss(self.loss)  # unknown or malformed loss specifications fail here, before any training
+        for term in getattr(loss, "terms", [loss]):
+            if hasattr(term, "n_pixels"):
+                term.n_pixels(self.patch_size**2)  # a K larger than a patch fails here
 
     @property
     def out_channels(self) -> int:
@@ -142,34 +202,63 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
 
     ``stop_after_epoch`` ends the call early (after that epoch, without writing
     ``weights.pt``), to simulate an interruption in tests.
+
+    Raises :class:`TrainingDiverged` when a loss or the validation Dice is not finite
+    (``diverged.json`` records it, no weights are written), :class:`ModelFolderError` when
+    ``out_dir`` holds another configuration's files or a corrupt checkpoint, and
+    ``RuntimeError`` when no training step ran (a time budget spent before the first epoch).
     """
     from tqdm import tqdm  # text bar: works in terminals, papermill and the rendered book alike
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(device if isinstance(device, str) else None) if not isinstance(device, torch.device) else device
-    info = {**asdict(config), "key": config.key(), "out_channels": config.out_channels,
+    key = config.key()
+    cfg_path, ckpt_path, div_path = out_dir / "config.json", out_dir / "checkpoint.pt", out_dir / "diverged.json"
+    if cfg_path.exists():
+        old_key = _read_json(cfg_path).get("key")
+        if old_key != key:
+            raise ModelFolderError(f"{cfg_path}: this folder holds a model of another configuration (key {old_key}, "
+                                   f"asked for {key}); train into another folder or delete this one")
+    if div_path.exists():
+        raise TrainingDiverged(out_dir, _read_json(div_path))
+    info = {**asdict(config), "key": key, "out_channels": config.out_channels,
             "train_images": [s.name for s in train_samples], "val_images": [s.name for s in val_samples]}
-    (out_dir / "config.json").write_text(json.dumps(info, indent=2))
+    _write_json_atomic(info, cfg_path)
 
     torch.manual_seed(config.seed)
     model = build_model(config.out_channels, config.init, config.depth, config.decoder_base)
     model.to(device).to(memory_format=torch.channels_last)
+    model.precision = config.precision  # predict_probabilities runs the model at this precision
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = make_loss(config.loss).to(device)
     sampler = PatchSampler(train_samples, config.patch_size, config.out_channels, config.augment)
     history: list[dict] = []
     start = 0
-    ckpt_path = out_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history, start = ckpt["history"], ckpt["epoch"]
+        ckpt = _torch_load(ckpt_path, device)
+        if ckpt.get("key", key) != key:
+            raise ModelFolderError(f"{ckpt_path}: checkpoint of another configuration (key {ckpt.get('key')}, "
+                                   f"asked for {key}); delete it to start again")
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            history, start = list(ckpt["history"]), int(ckpt["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ModelFolderError(f"{ckpt_path}: not a checkpoint of this model ({type(exc).__name__}: "
+                                   f"{str(exc)[:300]}); delete it to start again") from exc
     spent = sum(h["seconds"] for h in history)
     total = config.epochs * config.steps_per_epoch
     bar = tqdm(total=total, initial=start * config.steps_per_epoch, desc=f"train {config.loss}",
                disable=not progress, mininterval=2.0, unit="step")
+
+    def diverged(epoch: int, step: int, what: str, losses: list):
+        bar.close()
+        record = {"epoch": epoch + 1, "step": epoch * config.steps_per_epoch + step, "what": what,
+                  "last_losses": [float(v) for v in losses[-5:]], "key": key}
+        _write_json_atomic(record, div_path)
+        return TrainingDiverged(out_dir, record)
+
     for epoch in range(start, config.epochs):
         if config.time_budget_s is not None and spent >= config.time_budget_s:
             break
@@ -178,43 +267,81 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
         rng = np.random.default_rng((config.seed, epoch))
         model.train()
         losses = []
-        for _ in range(config.steps_per_epoch):
+        for step in range(1, config.steps_per_epoch + 1):
             x, y = sampler.batch(rng, config.batch_size)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x), y.to(device))
+            with autocast(device, config.precision):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y.to(device))
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise diverged(epoch, step, f"training loss {losses[-1]}", losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", refresh=False)
-        val = validation_dice(model, val_samples, device)
+        try:
+            val = validation_dice(model, val_samples, device)
+        except ValueError as exc:  # non-finite probabilities
+            raise diverged(epoch, config.steps_per_epoch, f"validation: {exc}", losses) from None
         seconds = time.perf_counter() - t0
         spent += seconds
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds})
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                      "epoch": epoch + 1}, ckpt_path)
+                      "epoch": epoch + 1, "key": key}, ckpt_path)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             bar.close()
             return model, pd.DataFrame(history)
     bar.close()
+    if not history:
+        raise RuntimeError(f"{out_dir}: no training step ran (time budget {config.time_budget_s} s spent before the "
+                           f"first epoch); nothing is saved as a trained model")
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
     _save_atomic(model.state_dict(), out_dir / "weights.pt")
     return model, hist
 
 
+def _write_json_atomic(obj, path: Path):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
 def load_trained(folder, device=None):
-    """Load a trained-model folder: returns ``(model in eval mode, config dict, history DataFrame)``."""
+    """Load a trained-model folder: returns ``(model in eval mode, config dict, history DataFrame)``.
+
+    Errors name the file: a missing ``weights.pt`` (training unfinished), an unreadable
+    ``config.json``, weights that are corrupt or do not fit the configuration, a broken
+    ``history.csv``.
+    """
     folder = Path(folder)
+    if (folder / "diverged.json").exists():
+        raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
     if not (folder / "weights.pt").is_file():
         raise FileNotFoundError(f"{folder}: no weights.pt (training did not finish; run train() to resume)")
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = _read_json(folder / "config.json")
     device = device or pick_device()
-    model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    try:
+        model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFolderError(f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})") \
+            from exc
+    state = _torch_load(folder / "weights.pt", "cpu")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelFolderError(f"{folder / 'weights.pt'}: weights do not fit the model of config.json "
+                               f"({str(exc)[:300]})") from exc
     model.to(device).to(memory_format=torch.channels_last).eval()
-    hist = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else pd.DataFrame()
+    model.precision = cfg.get("precision", "fp32")
+    hist = pd.DataFrame()
+    if (folder / "history.csv").exists():
+        try:
+            hist = pd.read_csv(folder / "history.csv")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise ModelFolderError(f"{folder / 'history.csv'}: cannot read ({type(exc).__name__}: {exc})") from exc
     return model, cfg, hist
 
 

@@ -93,7 +93,7 @@ def test_multichannel_tiff_gives_channel_0(tmp_path):
     rgb = np.zeros((3, 20, 30), np.uint16)
     rgb[0] = 7
     rgb[1] = 9
-    tifffile.imwrite(tmp_path / "a.tif", rgb)
+    tifffile.imwrite(tmp_path / "a.tif", rgb, photometric="rgb", planarconfig="separate")
     assert (read_image(tmp_path / "a.tif") == 7).all()
     hwc = np.zeros((20, 30, 3), np.uint8)
     hwc[..., 0] = 5
@@ -145,7 +145,8 @@ def _fake_kromp(root, n=12):
         img = rng.integers(0, 4000, (40, 50)).astype(np.uint16)
         if i == 0:
             img = np.stack([img, img // 2, img // 3])  # a multi-channel raw image: nuclear signal in channel 0
-        tifffile.imwrite(root / "rawimages" / f"{name}.tif", img)
+        rgb = dict(photometric="rgb", planarconfig="separate") if img.ndim == 3 else {}
+        tifffile.imwrite(root / "rawimages" / f"{name}.tif", img, **rgb)
         lab = np.zeros((40, 50), np.uint16)
         lab[5:15, 5:15] = 1
         lab[20:30, 20:35] = 2

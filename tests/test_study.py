@@ -114,7 +114,7 @@ def test_runner_stops_with_a_clear_message_and_keeps_the_record(tmp_path, capsys
     run = json.loads((out / "results" / "run.json").read_text())
     assert run["notebooks"]["01_data"]["status"] == "failed"
     assert "no-such-profile" in run["notebooks"]["01_data"]["error"]
-    assert (out / "notebooks" / "01_data.ipynb").exists()  # the executed notebook shows the error
+    assert (out / "notebooks" / "01_data.failed.ipynb").exists()  # the executed notebook shows the error
 
 
 def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):

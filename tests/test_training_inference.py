@@ -92,6 +92,6 @@ def test_tiled_prediction_blends_without_seams():
     assert np.allclose(whole, tiled, atol=1e-6)
     assert _window(10, 3)[0] < _window(10, 3)[5] == 1.0
     with pytest.raises(ValueError, match="NaN"):
-        predict_probabilities(m, np.full((10, 10), np.nan))
+        predict_probabilities(m, np.full((20, 20), np.nan))
     with pytest.raises(ValueError, match="2D"):
         predict_probabilities(m, np.zeros((2, 10, 10)))

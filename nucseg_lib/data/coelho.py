@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DataError, Sample, data_root, pair_by_name, read_image, read_labels, select_split, split_by_name
+from .common import DataError, files_with_suffix, Sample, data_root, pair_by_name, read_image, read_labels, select_split, split_by_name
 
 NAME = "coelho2009"
 URL = "https://raw.githubusercontent.com/luispedro/Coelho2009_ISBI_NuclearSegmentation/master/"
@@ -47,7 +47,7 @@ def load(root=None, split: str = "all") -> list[Sample]:
         lab_dir = root / "data" / "preprocessed-data" / folder
         if not lab_dir.is_dir():
             continue
-        labels = sorted(lab_dir.glob("*.png"))
+        labels = files_with_suffix(lab_dir, [".png"])
         # upstream has raw images without labels: only labelled ones are pairs
         images = [img_dir / p.name for p in labels]
         missing = [str(p) for p in images if not p.is_file()]

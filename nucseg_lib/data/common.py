@@ -40,7 +40,7 @@ class Sample:
     def __post_init__(self):
         validate_pair(self.image, self.labels, self.name)
         self.image = np.asarray(self.image, dtype=np.float32)
-        self.labels = np.asarray(self.labels, dtype=np.int32)
+        self.labels = as_labels(self.labels, self.name)
 
     @property
     def n_nuclei(self) -> int:
@@ -77,51 +77,128 @@ def validate_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
         raise DataError(f"{name}: image is constant (value {image.flat[0]}); nothing to segment")
 
 
-def read_image(path: str | os.PathLike, channel: int | None = 0) -> np.ndarray:
-    """Read a TIFF or PNG as a 2D array; a multi-channel image gives ``channel`` (default 0).
+STACK_AXES = {"Z": "z-slices", "T": "time points", "I": "pages", "Q": "pages"}
 
-    Raises :class:`DataError` naming the file when it is missing, unreadable or truncated.
+
+def _read_array(path: Path) -> np.ndarray:
+    """Pixels of a TIFF or PNG as (H, W) or (H, W, C), channels last; DataError for stacks and unreadable files.
+
+    TIFF axes come from the file's metadata (tifffile): a z-stack, a time series or a
+    stack of pages of unknown meaning is refused rather than read as its first plane.
     """
-    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tf:
+                series = tf.series[0]
+                arr, axes = np.asarray(series.asarray()), series.axes
         else:
             import imageio.v3 as iio
 
-            arr = iio.imread(path)
+            arr, axes = np.asarray(iio.imread(path)), None
     except Exception as exc:  # tifffile/imageio raise many types for corrupt files
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    arr = np.asarray(arr)
-    arr = np.squeeze(arr)
-    if arr.ndim == 3:
-        # channels last (H, W, C) with few channels, or channels first (C, H, W)
-        if arr.shape[-1] <= 4:
-            arr = arr[..., channel or 0]
-        elif arr.shape[0] <= 4:
-            arr = arr[channel or 0]
-        else:
-            raise DataError(f"{path}: cannot tell the channel axis of an image of shape {arr.shape}")
-    if arr.ndim != 2:
+    if axes is not None and len(axes) == arr.ndim:
+        keep = [i for i, n in enumerate(arr.shape) if n > 1]
+        axes = "".join(axes[i] for i in keep)
+        arr = arr.reshape([arr.shape[i] for i in keep])
+        for ax, what in STACK_AXES.items():
+            if ax in axes:
+                raise DataError(f"{path}: a stack of {arr.shape[axes.index(ax)]} {what} (axes {axes}, shape "
+                                f"{arr.shape}); nucseg reads single 2D images: save one plane (or a projection) "
+                                f"per file")
+        for ax in "CS":  # channels (C) or samples per pixel (S, e.g. RGB): put them last
+            if ax in axes:
+                arr = np.moveaxis(arr, axes.index(ax), -1)
+                break
+    else:
+        arr = np.squeeze(arr)
+        if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
+            arr = np.moveaxis(arr, 0, -1)  # channels first (C, H, W)
+    if arr.ndim == 3 and arr.shape[-1] > 4:
+        raise DataError(f"{path}: cannot tell the channel axis of an image of shape {arr.shape}")
+    if arr.ndim not in (2, 3):
         raise DataError(f"{path}: expected a 2D image, got shape {arr.shape}")
     return arr
 
 
+def read_image(path: str | os.PathLike, channel: int | None = 0) -> np.ndarray:
+    """Read a TIFF or PNG as a 2D array; a multi-channel image gives ``channel`` (default 0).
+
+    Raises :class:`DataError` naming the file when it is missing, unreadable or truncated,
+    when it is a z-stack or time series, and when the requested channel is constant while
+    another channel holds signal (the nuclear stain is elsewhere: the message names it).
+    """
+    path = Path(path)
+    arr = _read_array(path)
+    if arr.ndim == 3:
+        c = channel or 0
+        if c >= arr.shape[-1]:
+            raise DataError(f"{path}: has {arr.shape[-1]} channels, channel {c} was asked for")
+        plane = arr[..., c]
+        if plane.min() == plane.max():
+            signal = [i for i in range(arr.shape[-1]) if arr[..., i].min() != arr[..., i].max()]
+            if signal:
+                raise DataError(f"{path}: channel {c} is constant (no signal) but channel {signal[0]} is not; "
+                                f"the nuclear stain is probably in channel {signal[0]}: pass channel={signal[0]}")
+        arr = plane
+    return arr
+
+
 def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """Read an instance label image (integer, 0 = background) as int32, with clear errors."""
-    arr = read_image(path, channel=0)
+    """Read an instance label image (integer, 0 = background) as int32, with clear errors.
+
+    A label image with several channels is read as one label per distinct colour (black
+    = background) unless all channels are equal; a constant alpha channel is ignored.
+    """
+    path = Path(path)
+    arr = _read_array(path)
+    if arr.ndim == 3:
+        if arr.shape[-1] == 4 and arr[..., 3].min() == arr[..., 3].max():
+            arr = arr[..., :3]
+        if all(np.array_equal(arr[..., 0], arr[..., i]) for i in range(1, arr.shape[-1])):
+            arr = arr[..., 0]
+        else:  # colour-coded labels: one nucleus per distinct colour
+            colours, ids = np.unique(arr.reshape(-1, arr.shape[-1]), axis=0, return_inverse=True)
+            black = np.flatnonzero(~colours.any(axis=1))
+            ids = ids.reshape(arr.shape[:2]) + 1
+            if len(black):
+                ids[ids == black[0] + 1] = 0
+            arr = ids
+    return as_labels(arr, str(path))
+
+
+def as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    """An instance label array as int32 (0 = background), or :class:`DataError` naming ``name``.
+
+    Floats with whole values are accepted; negative values and other floats are refused.
+    Ids of 2**31 and more do not fit int32: such images are relabelled 1..n (each nucleus
+    keeps its own id, in order) instead of wrapping around.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.int32)
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+        if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and np.all(np.mod(arr, 1) == 0):
             arr = arr.astype(np.int64)
         else:
-            raise DataError(f"{path}: label image must be integer, got dtype {arr.dtype}")
-    if arr.min() < 0:
-        raise DataError(f"{path}: label image has negative values")
+            raise DataError(f"{name}: label image must be integer, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise DataError(f"{name}: label image has negative values")
+    if arr.size and int(arr.max()) > np.iinfo(np.int32).max:
+        from skimage.segmentation import relabel_sequential
+
+        arr = relabel_sequential(arr.astype(np.uint64))[0]
     return arr.astype(np.int32)
+
+
+def files_with_suffix(folder: Path, suffixes) -> list[Path]:
+    """Files in ``folder`` whose suffix is one of ``suffixes``, in any case (``.PNG`` as ``.png``); sorted."""
+    suffixes = {s.lower() for s in suffixes}
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def pair_by_name(image_files: Iterable[Path], label_files: Iterable[Path], strict: bool = True):

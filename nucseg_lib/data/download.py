@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from .common import DataError
@@ -41,17 +45,35 @@ def fetch(url: str, sha256: str | None, target: Path) -> Path:
 
 
 def safe_extract_zip(archive: str | Path, target: str | Path) -> Path:
-    """Extract a zip archive into ``target``, refusing any member whose path escapes it."""
+    """Extract a zip archive into ``target``, refusing any member whose path escapes it.
+
+    Extraction is atomic: members go to a hidden temporary folder inside ``target`` and
+    are moved into place only when the whole archive extracted; a failure (corrupt
+    member, full disk, interruption) leaves nothing that a later call could take as a
+    complete dataset.
+    """
     target = Path(target).resolve()
     target.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
         raise DataError(f"{archive}: not a valid zip archive ({exc})") from exc
-    with zf:
-        for member in zf.infolist():
-            dest = (target / member.filename).resolve()
-            if dest != target and target not in dest.parents:
-                raise DataError(f"{archive}: member {member.filename!r} would be written outside {target}")
-        zf.extractall(target)
+    tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target))
+    try:
+        with zf:
+            for member in zf.infolist():
+                dest = (target / member.filename).resolve()
+                if dest != target and target not in dest.parents:
+                    raise DataError(f"{archive}: member {member.filename!r} would be written outside {target}")
+            try:
+                zf.extractall(tmp)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{archive}: extraction failed ({type(exc).__name__}: {exc})") from exc
+        for entry in sorted(tmp.iterdir()):
+            dest = target / entry.name
+            if dest.exists():
+                shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DataError, Sample, data_root, pair_by_name, read_image, read_labels, select_split
+from .common import DataError, files_with_suffix, Sample, data_root, pair_by_name, read_image, read_labels, select_split
 from .download import fetch, safe_extract_zip
 
 NAME = "kromp2020"
 URL = "https://www.ebi.ac.uk/biostudies/files/S-BSST265/dataset.zip"
 SHA256 = "8285987ed4d57c46a46a55a33c1c085875ea41f429b59cde31d249741aa07ad1"
+TIFF_SUFFIXES = (".tif", ".tiff")
 PAPER_N_TEST = 9
 PAPER_SEED = 0
 CITATION = ("F. Kromp, E. Bozsaky, F. Rifatbegovic et al. An annotated fluorescence image dataset for training "
@@ -59,7 +60,7 @@ def download(root=None, url: str = URL, sha256: str = SHA256) -> Path:
 
 def _find_data_dir(root: Path) -> Path | None:
     """The folder holding ``rawimages/`` and ``groundtruth/`` (the root itself or one level below)."""
-    for cand in [root, *sorted(p for p in root.glob("*") if p.is_dir())]:
+    for cand in [root, *sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith("."))]:
         if (cand / "rawimages").is_dir() and (cand / "groundtruth").is_dir():
             return cand
     return None
@@ -70,9 +71,14 @@ def read_description(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     text = path.read_text(encoding="utf-8-sig", errors="replace")
-    dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
+    lines = text.splitlines()
+    try:
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+        records = list(csv.DictReader(lines, dialect=dialect))
+    except (IndexError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV table ({type(exc).__name__}: {exc or 'empty file'})") from exc
     rows = {}
-    for row in csv.DictReader(text.splitlines(), dialect=dialect):
+    for row in records:
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         key = next((row[k] for k in ("image_name", "imagename", "image name", "filename", "name", "image") if row.get(k)), None)
         if key:
@@ -106,8 +112,8 @@ def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
     if data_dir is None:
         raise DataError(f"{root}: no rawimages/ and groundtruth/ folders; run nucseg_lib.data.kromp.download() "
                         f"or place the extracted {URL} there")
-    pairs = pair_by_name(sorted((data_dir / "rawimages").glob("*.tif*")),
-                         sorted((data_dir / "groundtruth").glob("*.tif*")))
+    pairs = pair_by_name(files_with_suffix(data_dir / "rawimages", TIFF_SUFFIXES),
+                         files_with_suffix(data_dir / "groundtruth", TIFF_SUFFIXES))
     if not pairs:
         raise DataError(f"{data_dir}: no TIFF pairs in rawimages/ and groundtruth/")
     desc = read_description(data_dir / "image_description.csv")

@@ -1,0 +1,126 @@
+"""The machine a run uses: CPU name and features, GPU, and the numeric precision chosen for it.
+
+Training and inference run in ``bf16`` (``torch.autocast`` with bfloat16; weights, optimizer
+state and losses stay fp32) where the hardware makes that faster, else in ``fp32``:
+
+- a CUDA GPU with bf16 support: ``bf16``;
+- a CPU with native bf16 instructions (``amx_bf16`` on Intel Sapphire Rapids and later,
+  ``avx512_bf16`` on Intel Cooper Lake and AMD Zen 4): ``bf16`` if a short convolution
+  benchmark (:func:`bf16_speedup`, well under a second) shows it at least
+  :data:`MIN_SPEEDUP` times faster than fp32 on this machine, else ``fp32``;
+- anything else: ``fp32`` (emulated bf16 is slower than fp32).
+
+``NUCSEG_PRECISION=fp32`` (or ``bf16``) overrides the choice, e.g. to compare the two.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+from pathlib import Path
+
+PRECISIONS = ("auto", "fp32", "bf16")
+MIN_SPEEDUP = 1.2
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, frozenset]:
+    """(model name, feature flags) of this CPU from ``/proc/cpuinfo``; (platform name, empty) elsewhere."""
+    name, flags = platform.processor() or platform.machine(), frozenset()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name in ("", platform.processor(), platform.machine()):
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = frozenset(value.split())
+    except OSError:
+        pass
+    return name, flags
+
+
+def cpu_name() -> str:
+    return cpu_info()[0]
+
+
+def cpu_bf16_features() -> list[str]:
+    """The native bf16 instruction sets of this CPU (empty list: none)."""
+    return [f for f in BF16_CPU_FLAGS if f in cpu_info()[1]]
+
+
+def _conv_step_seconds(dtype, repeats: int = 3) -> float:
+    """Seconds of one forward+backward of a U-Net-like 3x3 convolution block on the CPU at ``dtype`` autocast."""
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(64, 64, 3, padding=1)).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            y = conv(x)
+        y.float().square().mean().backward()
+        if i:  # the first call warms up oneDNN's kernels
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_speedup() -> float:
+    """fp32 seconds / bf16 seconds of a small convolution block on this CPU (above 1: bf16 is faster)."""
+    return _conv_step_seconds("fp32") / _conv_step_seconds("bf16")
+
+
+def resolve_precision(precision: str = "auto", device=None) -> str:
+    """``'fp32'`` or ``'bf16'`` for ``device`` (default: the one :func:`~nucseg_lib.model.pick_device` picks).
+
+    ``'auto'`` applies the rules of the module docstring; ``$NUCSEG_PRECISION`` overrides ``'auto'``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        precision = os.environ.get("NUCSEG_PRECISION", "auto")
+        if precision not in PRECISIONS:
+            raise ValueError(f"$NUCSEG_PRECISION must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    from .model import pick_device
+
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and cpu_bf16_features() and bf16_speedup() >= MIN_SPEEDUP:
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a no-op context for fp32)."""
+    import torch
+
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def hardware() -> dict:
+    """CPU model and bf16 features, core count, memory, GPU (if any) and the precision ``auto`` picks here."""
+    info = {"cpu": cpu_name(), "cpu_bf16": cpu_bf16_features(), "cores": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # torch missing or broken CUDA: report no GPU
+        info["gpu"] = None
+    info["precision"] = resolve_precision("auto")
+    return info

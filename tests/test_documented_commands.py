@@ -1,0 +1,106 @@
+"""Every shell command in README.md and book/reproduce.md runs as written (at the smoke profile).
+
+The commands are read from the fenced ``bash`` blocks of the two pages, so a command
+that is documented cannot break unnoticed. Substitutions, and only these, make them
+fit a test: ``--profile``/``-p profile`` become ``smoke``; the placeholder data folders
+``/path/to/coelho2009`` and ``/path/to/kromp`` become the shared Coelho copy and a small
+Kromp-layout copy that the test writes; output folders go to a temporary folder. Make
+targets are checked with ``make -n`` (they run for real in CI's ``make test`` and in
+``make book``). A command of a kind this file does not know fails the test, so a new
+documented command needs a way to be checked here.
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tests.conftest import REPO, shared_data
+
+DOCS = ["README.md", "book/reproduce.md"]
+
+
+def documented_commands() -> list[tuple[str, str, str]]:
+    """(page, working folder relative to the repository, command) for every command in the pages' bash blocks."""
+    out = []
+    for doc in DOCS:
+        text = (REPO / doc).read_text()
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.S):
+            cwd = "."
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$|^#.*$", "", line).strip()
+                if not line:
+                    continue
+                if line.startswith("cd "):
+                    cwd = os.path.normpath(os.path.join(cwd, line[3:].strip()))
+                    continue
+                out.append((doc, cwd, " ".join(line.split())))
+    return out
+
+
+def _fake_kromp_for_smoke(root: Path) -> Path:
+    """A Kromp-layout folder with 16 synthetic 256x256 images (large enough for the smoke profile at 4x)."""
+    from nucseg_lib.data import synthetic
+
+    (root / "rawimages").mkdir(parents=True)
+    (root / "groundtruth").mkdir()
+    rows = ["Image_Name;Diagnosis;Train-/Testset split"]
+    for i, s in enumerate(synthetic.load(n_train=12, n_test=4, size=256, seed=5)):
+        name = f"{['Neuroblastoma', 'normal'][i % 2]}_{i}"
+        img = (s.image - s.image.min()) / (s.image.max() - s.image.min()) * 4000
+        tifffile.imwrite(root / "rawimages" / f"{name}.tif", img.astype(np.uint16))
+        tifffile.imwrite(root / "groundtruth" / f"{name}.tif", s.labels.astype(np.uint16))
+        rows.append(f"{name};{name.split('_')[0]};{'test' if i % 4 == 0 else 'train'}")
+    (root / "image_description.csv").write_text("\n".join(rows))
+    return root
+
+
+def _prepare(cmd: str, tmp: Path, n: int) -> str:
+    """The command with the substitutions of the module docstring."""
+    coelho = shared_data() / "coelho2009"
+    cmd = cmd.replace("/path/to/coelho2009", str(coelho))
+    if "/path/to/kromp" in cmd:
+        kromp = tmp / "kromp"
+        if not kromp.exists():
+            _fake_kromp_for_smoke(kromp)
+        cmd = cmd.replace("/path/to/kromp", str(kromp))
+    cmd = re.sub(r"--profile \S+", "--profile smoke", cmd)
+    cmd = re.sub(r"-p profile \S+", "-p profile smoke", cmd)
+    cmd = re.sub(r"-p out_dir \S+", f"-p out_dir {tmp / f'nb-out-{n}'}", cmd)
+    cmd = re.sub(r"(papermill \S+) \S+", rf"\1 {tmp / f'executed-{n}.ipynb'}", cmd)
+    if " run " in f" {cmd} " and "nucseg_lib.runner" in cmd:
+        cmd = re.sub(r"--out \S+", "", cmd) + f" --out {tmp / f'run-{n}'}"
+    return cmd
+
+
+def test_the_pages_document_commands():
+    cmds = [c for _, _, c in documented_commands()]
+    assert "make book" in cmds and "make test" in cmds
+    assert any("papermill" in c for c in cmds) and any("nucseg_lib.runner run" in c for c in cmds)
+
+
+@pytest.mark.slow
+def test_documented_commands_run_as_written(tmp_path):
+    if not (shared_data() / "coelho2009" / "data").is_dir():
+        pytest.skip("the shared Coelho 2009 copy is needed by the documented commands")
+    seen = set()
+    for n, (doc, cwd, cmd) in enumerate(documented_commands()):
+        args = shlex.split(cmd)
+        if args[0] == "make":
+            run = ["make", "-n", *args[1:]]
+        elif "nucseg_lib.runner" in cmd or "papermill" in args[0]:
+            run = shlex.split(_prepare(cmd, tmp_path, n))
+        else:
+            pytest.fail(f"{doc}: no check for the documented command {cmd!r}; add one to this test")
+        key = (cwd, tuple(run))
+        if key in seen:  # e.g. the cpu and full commands become the same at the smoke profile
+            continue
+        seen.add(key)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        r = subprocess.run(run, cwd=REPO / cwd, capture_output=True, text=True, env=env)
+        assert r.returncode == 0, f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{r.stderr[-3000:]}"

@@ -1,0 +1,45 @@
+"""Machine facts and the precision rule: bf16 only where it runs natively and faster, fp32 otherwise."""
+import json
+
+import numpy as np
+import pytest
+
+from nucseg_lib import machine
+
+
+def test_precision_rule(monkeypatch):
+    monkeypatch.delenv("NUCSEG_PRECISION", raising=False)
+    assert machine.resolve_precision("fp32") == "fp32" and machine.resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        machine.resolve_precision("fp16")
+    monkeypatch.setattr(machine, "cpu_bf16_features", lambda: [])
+    assert machine.resolve_precision("auto", "cpu") == "fp32"  # no native bf16: never bf16
+    monkeypatch.setattr(machine, "cpu_bf16_features", lambda: ["avx512_bf16"])
+    monkeypatch.setattr(machine, "bf16_speedup", lambda: 1.05)
+    assert machine.resolve_precision("auto", "cpu") == "fp32"  # native but not faster (measured)
+    monkeypatch.setattr(machine, "bf16_speedup", lambda: 1.6)
+    assert machine.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv("NUCSEG_PRECISION", "fp32")
+    assert machine.resolve_precision("auto", "cpu") == "fp32"
+
+
+def test_hardware_names_the_cpu_and_precision():
+    hw = machine.hardware()
+    assert hw["cpu"] and hw["cores"] >= 1 and hw["precision"] in ("fp32", "bf16")
+    assert isinstance(hw["cpu_bf16"], list)
+
+
+def test_bf16_training_records_its_precision_and_predicts_like_fp32(tmp_path, small_synthetic):
+    from nucseg_lib.inference import predict_probabilities
+    from nucseg_lib.training import TrainConfig, load_trained, train
+
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, decoder_base=8, precision="bf16")
+    model, hist = train(cfg, small_synthetic[:4], small_synthetic[4:5], tmp_path / "m", progress=False)
+    assert np.isfinite(hist.train_loss).all()
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["precision"] == "bf16"
+    loaded, _, _ = load_trained(tmp_path / "m", "cpu")
+    assert loaded.precision == "bf16"
+    img = small_synthetic[0].image
+    p16 = predict_probabilities(loaded, img)
+    p32 = predict_probabilities(loaded, img, precision="fp32")
+    assert p16.dtype == np.float32 and np.abs(p16 - p32).max() < 0.05

@@ -1,0 +1,223 @@
+"""Nothing lost, nothing silently wrong: model folders, checkpoints, divergence, and the runner's records."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nucseg_lib.training import ModelFolderError, TrainConfig, TrainingDiverged, load_trained, train, train_or_load
+
+TINY = dict(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, decoder_base=8)
+
+
+class _Marker:
+    """Pickles to a call that creates a file: what a crafted checkpoint could run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+# ---------------------------------------------------------------- checkpoints and model folders
+def test_crafted_checkpoint_runs_no_code(tmp_path, small_synthetic):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"model": _Marker(marker), "epoch": 1}, folder / "checkpoint.pt")
+    with pytest.raises(ModelFolderError, match=r"checkpoint.pt: cannot load"):
+        train(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
+    assert not marker.exists()
+
+
+def test_resume_still_works_with_weights_only_checkpoints(tmp_path, small_synthetic):
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    train(cfg, small_synthetic[:4], small_synthetic[4:5], tmp_path / "m", progress=False, stop_after_epoch=1)
+    ckpt = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["key"] == cfg.key()
+    _, hist = train(cfg, small_synthetic[:4], small_synthetic[4:5], tmp_path / "m", progress=False)
+    assert list(hist.epoch) == [1, 2]
+
+
+def test_folder_of_another_configuration_is_not_resumed(tmp_path, small_synthetic):
+    folder = tmp_path / "m"
+    train(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
+    before = (folder / "config.json").read_text()
+    with pytest.raises(ModelFolderError, match="config.json: this folder holds a model of another configuration"):
+        train(TrainConfig(**{**TINY, "lr": 1e-3}), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
+    assert (folder / "config.json").read_text() == before  # not rewritten
+
+
+@pytest.mark.parametrize("name, content, msg", [
+    ("weights.pt", b"not a zip", "weights.pt: cannot load"),
+    ("config.json", b"{broken", "config.json: cannot read"),
+    ("history.csv", b'"unclosed\n1,2', "history.csv: cannot read"),
+])
+def test_corrupt_model_files_are_named(tmp_path, small_synthetic, name, content, msg):
+    folder = tmp_path / "m"
+    train(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
+    (folder / name).write_bytes(content)
+    with pytest.raises(ModelFolderError, match=msg):
+        load_trained(folder, "cpu")
+
+
+def test_weights_of_another_shape_are_named(tmp_path, small_synthetic):
+    folder = tmp_path / "m"
+    train(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
+    torch.save({"x": torch.zeros(2)}, folder / "weights.pt")
+    with pytest.raises(ModelFolderError, match="weights.pt: weights do not fit"):
+        load_trained(folder, "cpu")
+
+
+# ---------------------------------------------------------------- divergence and untrained models
+def test_untrained_configurations_are_refused():
+    for bad in (dict(epochs=0), dict(steps_per_epoch=0), dict(time_budget_s=0), dict(lr=float("nan")),
+                dict(loss="dice:foo")):
+        with pytest.raises(ValueError):
+            TrainConfig(**{**TINY, **bad})
+
+
+def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synthetic, monkeypatch):
+    import nucseg_lib.training as T
+
+    class NaNLoss(torch.nn.Module):
+        def forward(self, logits, target):
+            return logits.mean() * float("nan")
+
+    monkeypatch.setattr(T, "make_loss", lambda spec: NaNLoss())
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 1, step 1"):
+        train_or_load(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan",
+                      progress=False)
+    folder = next(tmp_path.glob("nan-*"))
+    assert not (folder / "weights.pt").exists()
+    record = json.loads((folder / "diverged.json").read_text())
+    assert record["step"] == 1 and "training loss nan" in record["what"]
+    calls = []
+    monkeypatch.setattr(T, "PatchSampler", lambda *a, **k: calls.append(1))
+    with pytest.raises(TrainingDiverged):  # asked again: the recorded divergence, no retraining
+        train_or_load(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan",
+                      progress=False)
+    assert calls == []
+
+
+def test_results_page_shows_divergence_not_a_dice_of_zero():
+    from nucseg_lib.book import claims_table
+    from nucseg_lib.study import SUMMARY_COLUMNS
+
+    rows = pd.DataFrame([["topk", "synthetic", "smoke", "unet_topk_0.1", "diverged_at_step", 37, np.nan, np.nan, 0]],
+                        columns=SUMMARY_COLUMNS)
+    row = claims_table(rows).set_index("claim").loc["Top-K alone, K = 10% of a patch: does not converge"]
+    assert row["ours [95% CI]"] == "diverged at step 37" and "diverged" in row["verdict"]
+
+
+# ---------------------------------------------------------------- the runner
+def _finished_run(root: Path, seed: int = 0) -> Path:
+    """A run folder as the runner leaves it after notebook 01 (content made up, format real)."""
+    out = root / "run"
+    (out / "notebooks").mkdir(parents=True)
+    (out / "results").mkdir()
+    (out / "notebooks" / "01_data.ipynb").write_text('{"good": true}')
+    (out / "results" / "summary.csv").write_text("experiment,dataset\ndata,synthetic\n")
+    params = {"dataset": "synthetic", "profile": "smoke", "seed": seed, "out_dir": str(out.resolve()),
+              "data_root": None}
+    (out / "results" / "run.json").write_text(json.dumps(
+        {"parameters": params, "notebooks": {"01_data": {"status": "ok", "seconds": 1.0}}}))
+    return out
+
+
+def test_publish_checks_the_run_before_touching_the_target(tmp_path):
+    from nucseg_lib.runner import RunError, publish
+
+    run = _finished_run(tmp_path)
+    to = tmp_path / "reference"
+    publish(run, to)
+    assert (to / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
+    with pytest.raises(RunError, match="not a finished run"):
+        publish(tmp_path / "typo", to)
+    with pytest.raises(RunError, match="overlap"):
+        publish(to, to)
+    with pytest.raises(RunError, match="overlap"):
+        publish(run, run / "results")
+    assert (to / "notebooks" / "01_data.ipynb").exists() and (run / "results" / "summary.csv").exists()
+    record = json.loads((run / "results" / "run.json").read_text())
+    record["notebooks"]["02_baseline"] = {"status": "running"}
+    (run / "results" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunError, match="notebook 02_baseline is running"):
+        publish(run, to)
+    assert (to / "notebooks" / "01_data.ipynb").exists()
+
+
+def test_publish_from_the_shell_keeps_the_target_on_a_typo(tmp_path):
+    import subprocess
+    import sys
+
+    run = _finished_run(tmp_path)
+    to = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(run), "--to", str(to)],
+                   check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(tmp_path / "rnu"),
+                        "--to", str(to)], capture_output=True, text=True)
+    assert r.returncode == 1 and "not a finished run" in r.stderr and "Traceback" not in r.stderr
+    assert (to / "results" / "summary.csv").exists()
+
+
+def test_killed_forced_rerun_keeps_the_good_notebook_and_is_not_taken_as_done(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from nucseg_lib.runner import run_study
+
+    run = _finished_run(tmp_path)
+
+    def killed(src, dst, **kw):
+        Path(dst).write_text('{"half": true}')
+        raise KeyboardInterrupt  # the kill arrives mid-notebook
+
+    monkeypatch.setattr(pm, "execute_notebook", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_study("synthetic", "smoke", run, only=["01"], force=True)
+    assert (run / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
+    assert json.loads((run / "results" / "run.json").read_text())["notebooks"]["01_data"]["status"] == "running"
+    executed = []
+
+    def finishes(src, dst, **kw):
+        executed.append(src)
+        Path(dst).write_text('{"new": true}')
+
+    monkeypatch.setattr(pm, "execute_notebook", finishes)
+    run_study("synthetic", "smoke", run, only=["01"])  # no --force: the unfinished notebook runs again
+    assert len(executed) == 1 and (run / "notebooks" / "01_data.ipynb").read_text() == '{"new": true}'
+    assert not list((run / "notebooks").glob("*.partial.ipynb"))
+
+
+def test_a_run_folder_never_mixes_two_seeds(tmp_path):
+    from nucseg_lib.runner import RunError, run_study
+
+    run = _finished_run(tmp_path, seed=0)
+    with pytest.raises(RunError, match="seed 0 -> 1"):
+        run_study("synthetic", "smoke", run, seed=1, only=["01"])
+    assert json.loads((run / "results" / "run.json").read_text())["parameters"]["seed"] == 0
+
+
+def test_unknown_only_prefix_fails(tmp_path):
+    from nucseg_lib.runner import RunError, run_study
+
+    with pytest.raises(RunError, match="--only 99: no notebook starts with that"):
+        run_study("synthetic", "smoke", tmp_path / "x", only=["99"])
+
+
+def test_runner_prints_the_cause_of_a_failed_notebook(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-coelho"
+    r = subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "run", "--dataset", "coelho2009", "--data-root",
+                        str(missing), "--profile", "smoke", "--only", "01", "--out", str(tmp_path / "run"),
+                        "--no-book"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "FAILED: notebook 01_data" in r.stderr
+    assert "cause: DataError" in r.stderr and str(missing) in r.stderr
+    assert (tmp_path / "run" / "notebooks" / "01_data.failed.ipynb").exists()
+    assert not (tmp_path / "run" / "notebooks" / "01_data.ipynb").exists()
