@@ -16,21 +16,28 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nucseg)"
 	touch $@
 
+# the study runs on Snakemake (workflow/Snakefile); CORES jobs at once
+CORES ?= all
+SNAKEMAKE = $(VENV)/bin/snakemake -s workflow/Snakefile --cores $(CORES) --rerun-incomplete --show-failed-logs
+
 book: venv
-	$(PY) -m nucseg_lib.runner run --dataset synthetic --profile quick --out runs/synthetic-quick
+	$(SNAKEMAKE) --config profile=quick out=runs/synthetic-quick
 
 test: venv
 	$(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
-SEEDS ?= 1 2
+# training seeds of notebook 08's replicates (sibling folders runs/coelho2009-cpu-seed<N>)
+REPLICATES ?= 1 2
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-# the published run, then notebook 08 again with other training seeds (sibling folders <run>-seed<N>)
+# the published run (every notebook, seed 0) and notebook 08 with the REPLICATES seeds, then publish all
 reference: venv
-	$(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --out runs/coelho2009-cpu --no-book
+	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu \
+	  "seeds=[0,$(subst $(space),$(comma),$(strip $(REPLICATES)))]" book=false
 	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
-	for s in $(SEEDS); do \
-	  $(PY) -m nucseg_lib.runner run --dataset coelho2009 --data-root $(DATA) --profile cpu --seed $$s --only 08 \
-	    --out runs/coelho2009-cpu-seed$$s --no-book && \
+	for s in $(REPLICATES); do \
 	  $(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \
 	done
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
@@ -40,4 +47,4 @@ reference-book: venv
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
 clean:
-	rm -rf runs _build
+	rm -rf runs _build .snakemake

@@ -191,7 +191,7 @@ def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
         seeds = seed_table([results_dir, *replicates]) if replicates else pd.DataFrame()
         if len(seeds) > 1:
             lines += ["", "Training seeds: the same notebook run again with other seeds (same data and split, "
-                      "`--seed N --only 08`). The spread between seeds is a second source of uncertainty, next to "
+                      "`seeds=[0,N] notebooks=08` in the workflow). The spread between seeds is a second source of uncertainty, next to "
                       "the bootstrap intervals over test images.", "", _md_table(seeds)]
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()

@@ -113,16 +113,28 @@ def tune_watershed(probs: list, truths: list, grid: dict | None = None, thresh: 
     ``(best_params, table)``, the table holding pooled F1, merged and split counts for
     every combination, best first.
     """
+    grid = grid or {"seed_threshold": [0.5, 0.6, 0.7], "h": [None, 0.5, 1.0, 2.0, 3.0]}
+    return tune_instances(watershed_boundary, probs, truths, grid, thresh)
+
+
+def tune_components(probs: list, truths: list, grid: dict | None = None, thresh: float = 0.5):
+    """Pick the foreground threshold of :func:`connected_components` (default grid 0.3-0.7) that
+    maximises pooled F1 at IoU ``thresh`` on **validation** images; returns ``(best_params, table)``."""
+    grid = grid or {"threshold": [0.3, 0.4, 0.5, 0.6, 0.7]}
+    return tune_instances(connected_components, probs, truths, grid, thresh)
+
+
+def tune_instances(make_instances, probs: list, truths: list, grid: dict, thresh: float = 0.5):
+    """Grid search of ``make_instances(prob, **params)`` by pooled F1 at IoU ``thresh``; ``(best, table)``."""
     import itertools
     import pandas as pd
     from .metrics import evaluate_instances, pool
 
-    grid = grid or {"seed_threshold": [0.5, 0.6, 0.7], "h": [None, 0.5, 1.0, 2.0, 3.0]}
     keys = list(grid)
     rows = []
     for values in itertools.product(*(grid[k] for k in keys)):
         params = dict(zip(keys, values))
-        preds = [watershed_boundary(p, **params) for p in probs]
+        preds = [make_instances(p, **params) for p in probs]
         per_image = evaluate_instances(truths, preds, [str(i) for i in range(len(preds))], thresholds=(thresh,))
         pooled = pool(per_image).iloc[0]
         rows.append({**params, "f1": pooled.f1, "merged": int(per_image.merged.sum()),

@@ -11,12 +11,19 @@ the same code as for the U-Net.
 
 A trained StarDist folder (``basedir/name``) holds StarDist's own files
 (``config.json``, ``weights_best.h5``, ``thresholds.json``) plus our
-``train_config.json`` and ``history.csv``; ``DONE`` marks a finished run.
-An interrupted run resumes from ``weights_now.h5`` for the remaining epochs.
+``train_config.json``, ``history.csv`` and ``epoch_seconds.csv`` (training seconds per
+epoch); ``DONE`` marks a finished run. An interrupted run resumes from ``weights_now.h5``
+for the remaining epochs. Learning curves ask for ``snapshots/step-NNNNNN.weights.h5``
+(weights after that many steps) with a ``.json`` beside it (training seconds so far).
 
-TensorFlow is configured before it is imported: log level 2 (errors only)
-and ``threads`` intra-op threads, so it does not take every core or fill
-notebooks with start-up messages. Pretrained StarDist models need the network
+TensorFlow is configured before it is imported: log level 3 (fatal only)
+and ``threads`` intra-op threads (default: ``$OMP_NUM_THREADS``, which a workflow
+job sets to its share of the cores, else every core), so it does not take more
+than its share or fill notebooks with start-up messages. Training speed is set
+almost entirely by the network step: on a 2-core AMD EPYC, batch 8 of 128x128,
+2 threads train 28.8 patches/s and 1 thread 17.7, while preparing a batch
+(augmentation and star distances) takes 7% of a step
+(``benchmarks/bench_stardist.py``). Pretrained StarDist models need the network
 and are not used: the baseline is always trained here.
 """
 from __future__ import annotations
@@ -54,7 +61,8 @@ def configure_tensorflow(threads: int | None = None, log_level: int = 3):
 
         tf.config.list_physical_devices("GPU")
 
-    threads = threads or os.cpu_count() or 1
+    # a workflow job's share of the machine (Snakemake sets OMP_NUM_THREADS to the job's threads)
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -112,6 +120,11 @@ class StarDistConfig:
             raise ValueError(f"StarDistConfig.lr must be a positive number, got {self.lr!r}")
 
 
+def data_workers(workers: int | None) -> int:
+    """Processes that prepare StarDist's training batches (0 or None: one per CPU core, at most 4)."""
+    return int(workers) if workers else min(4, os.cpu_count() or 1)
+
+
 def _augment(x, y):
     """StarDist's example augmenter: flips, 90-degree rotations, intensity scale/shift, noise."""
     perm = tuple(np.random.permutation(x.ndim))
@@ -131,16 +144,21 @@ def _prepare(samples: Sequence[Sample]):
 
 
 def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
-                   basedir, name: str = "stardist", verbose: int = 2):
+                   basedir, name: str = "stardist", verbose: int = 2, snapshot_steps=()):
     """Train (or resume, or load when finished) a StarDist2D model; returns the model.
 
     ``verbose`` is Keras' fit verbosity (2: one line per epoch, 1: a progress bar).
+    ``snapshot_steps``: step counts (multiples of ``steps_per_epoch``) after which the
+    weights are kept in ``snapshots/`` (:func:`snapshots`).
     """
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
 
     from .training import TrainingDiverged, _read_json, _write_json_atomic
 
+    from .training import check_snapshot_steps
+
+    snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     folder = Path(basedir) / name
     if (folder / "diverged.json").exists():
         raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
@@ -175,6 +193,7 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
 
     model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
     model.callbacks.append(TerminateOnNaN())
+    model.callbacks.append(_EpochRecorder(model, folder, done_epochs, config.steps_per_epoch, snapshot_steps))
     # StarDist calls keras_model.fit with verbose=1 (a bar redrawn every step, pages of text in a
     # notebook); override it so that one line per epoch is printed
     fit = model.keras_model.fit
@@ -183,7 +202,6 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
         return fit(*args, **{**kwargs, "verbose": verbose})
 
     model.keras_model.fit = fit_with_verbosity
-    t0 = time.perf_counter()
     remaining = config.epochs - done_epochs
     if remaining > 0:
         import keras
@@ -191,9 +209,9 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
         keras.utils.set_random_seed(config.seed + done_epochs)
         model.train(X, Y, validation_data=(Xv, Yv), augmenter=_augment, epochs=remaining,
                     steps_per_epoch=config.steps_per_epoch, seed=config.seed + done_epochs)
-    seconds = time.perf_counter() - t0
     import pandas as pd
 
+    seconds = _train_seconds(folder)
     hist = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else pd.DataFrame()
     bad = [i for i, v in enumerate(hist.get("loss", []), 1) if not np.isfinite(v)]
     if bad or len(hist) < config.epochs:
@@ -206,6 +224,61 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
                               optimize_kwargs={"tol": 1e-2})
     (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))
     return model
+
+
+def _train_seconds(folder: Path) -> float:
+    """Training seconds so far (sum of ``epoch_seconds.csv``, across resumed runs)."""
+    f = Path(folder) / "epoch_seconds.csv"
+    return float(sum(float(x) for x in f.read_text().split()[1:])) if f.exists() else 0.0
+
+
+def _epoch_recorder_class():
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Appends each epoch's seconds to ``epoch_seconds.csv`` and keeps the asked-for snapshots."""
+
+        def __init__(self, sd_model, folder: Path, done_epochs: int, steps_per_epoch: int, snapshot_steps):
+            super().__init__()
+            self.sd_model, self.folder, self.done, self.spe = sd_model, Path(folder), done_epochs, steps_per_epoch
+            self.snapshot_steps = {int(n) for n in snapshot_steps}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            f = self.folder / "epoch_seconds.csv"
+            if not f.exists():
+                f.write_text("seconds\n")
+            with open(f, "a") as fh:
+                fh.write(f"{time.perf_counter() - self.t0:.3f}\n")
+            steps = (self.done + epoch + 1) * self.spe
+            if steps in self.snapshot_steps:
+                from .training import _write_json_atomic
+
+                snap = self.folder / "snapshots" / f"step-{steps:06d}"
+                snap.parent.mkdir(exist_ok=True)
+                self.sd_model.keras_model.save_weights(str(snap) + ".weights.h5")
+                _write_json_atomic({"steps": steps, "train_seconds": _train_seconds(self.folder),
+                                    "val_loss": float((logs or {}).get("val_loss", float("nan"))),
+                                    "precision": "fp32"}, snap.with_suffix(".json"))
+
+    return EpochRecorder
+
+
+def _EpochRecorder(*args):
+    return _epoch_recorder_class()(*args)
+
+
+def snapshots(folder):
+    """The snapshots of a StarDist folder: DataFrame ``steps, train_seconds, val_loss, precision, weights``."""
+    import pandas as pd
+
+    from .training import _read_json
+
+    rows = [{**_read_json(j), "weights": j.with_name(j.stem + ".weights.h5")}
+            for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))]
+    return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_loss", "precision", "weights"])
 
 
 def load_stardist(folder):

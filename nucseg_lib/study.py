@@ -4,8 +4,11 @@ Notebooks create one :class:`Study` from their parameters and use it to load
 the splits, train (or reuse) models and record numbers. Results go to
 ``<out_dir>/results/``:
 
-- ``summary.csv``: one row per (experiment, dataset, profile, method, metric)
-  with columns :data:`SUMMARY_COLUMNS`; recording a row again replaces it;
+- ``parts/<experiment>.csv``: the summary rows of one notebook, one row per
+  (experiment, dataset, profile, method, metric) with columns :data:`SUMMARY_COLUMNS`;
+  a notebook's :class:`Study` starts its fragment afresh, and recording a row again
+  replaces it. Each notebook writes only its own fragment, so notebooks can run in
+  parallel; the workflow's ``assemble`` job joins the fragments into ``summary.csv``;
 - ``<experiment>_*.csv``: tidy per-image tables behind the summary rows.
 
 Profiles (:data:`PROFILES`) set the data size and training budget:
@@ -47,24 +50,33 @@ class Profile:
     erf_images: int = 16
     n_boot: int = 1000
     precision: str = "auto"  # U-Net training/inference: bf16 where this machine runs it faster (nucseg_lib.machine)
+    # learning curves (notebook 09): snapshot step counts of one long run per method and seed, the
+    # training seeds, and the extra scales at which StarDist also runs (beside ``scale``)
+    curve_budgets: tuple = ()
+    curve_seeds: tuple = (0, 1)
+    curve_stardist_scales: dict = field(default_factory=dict)
 
 
 PROFILES = {
     "smoke": Profile("smoke", epochs=2, steps_per_epoch=2, batch_size=2, patch_size=64, stardist_epochs=1,
                      stardist_steps=2, scale={"coelho2009": 8, "kromp2020": 4},
-                     synthetic=dict(n_train=6, n_test=3, size=96), max_images=6, erf_images=2, n_boot=100),
+                     synthetic=dict(n_train=6, n_test=3, size=96), max_images=6, erf_images=2, n_boot=100,
+                     curve_budgets=(2, 4, 6), curve_stardist_scales={"coelho2009": 4}),
     # StarDist needs ~400 steps on the synthetic data: at 200 steps its object probabilities peaked at
     # ~0.2 and its F1 at IoU 0.5 was 0.02, at 400 steps 0.94. The quick profile gives it 20 epochs to the
     # U-Nets' 10.
     "quick": Profile("quick", epochs=10, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
                      stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
-                     synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16),
+                     synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16,
+                     curve_budgets=(40, 80, 160), curve_stardist_scales={"coelho2009": 2}),
     "cpu": Profile("cpu", epochs=20, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
                    stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
-                   synthetic=dict(n_train=80, n_test=25, size=256), erf_images=32),
+                   synthetic=dict(n_train=80, n_test=25, size=256), erf_images=32,
+                   curve_budgets=(200, 400, 800, 1600, 3000), curve_stardist_scales={"coelho2009": 2, "kromp2020": 1}),
     "full": Profile("full", epochs=100, steps_per_epoch=50, batch_size=8, patch_size=256, stardist_epochs=100,
                     stardist_steps=50, scale={"coelho2009": 2, "kromp2020": 1},
-                    synthetic=dict(n_train=200, n_test=50, size=512), erf_images=64),
+                    synthetic=dict(n_train=200, n_test=50, size=512), erf_images=64,
+                    curve_budgets=(1000, 2500, 5000, 10000), curve_stardist_scales={"coelho2009": 1}),
 }
 
 PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
@@ -98,12 +110,16 @@ class Study:
         base = get_profile(profile)
         self.profile = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.dataset, self.data_root, self.seed, self.experiment = dataset, data_root, seed, experiment
+        self.data_seed = seed  # the synthetic data's seed; variant(seed=...) changes only the training seed
         self.out_dir = Path(out_dir)
         self.results_dir = self.out_dir / "results"
         self.models_dir = self.out_dir / "models"
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self._splits = None
+        if experiment:  # a notebook run owns its fragment: start it afresh (header only)
+            self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(columns=SUMMARY_COLUMNS).to_csv(self.summary_path, index=False)
 
     # ---------------------------------------------------------------- data
     @property
@@ -112,7 +128,7 @@ class Study:
 
     def _load(self):
         if self._splits is None:
-            kw = dict(self.profile.synthetic, seed=self.seed) if self.dataset == "synthetic" else {}
+            kw = dict(self.profile.synthetic, seed=self.data_seed) if self.dataset == "synthetic" else {}
             samples = load_dataset(self.dataset, "all", root=self.data_root, scale=self.scale, **kw)
             train = [s for s in samples if s.meta.get("split") == "train"]
             test = [s for s in samples if s.meta.get("split") == "test"]
@@ -139,7 +155,8 @@ class Study:
 
     @property
     def data_tag(self) -> str:
-        return f"{self.dataset}@{self.scale:g}:{self.profile.name}:seed{self.seed}:n{len(self.train)}"
+        data = f":data{self.data_seed}" if self.data_seed != self.seed and self.dataset == "synthetic" else ""
+        return f"{self.dataset}@{self.scale:g}:{self.profile.name}:seed{self.seed}{data}:n{len(self.train)}"
 
     # ---------------------------------------------------------------- models
     def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
@@ -153,8 +170,28 @@ class Study:
                            batch_size=p.batch_size, patch_size=p.patch_size, seed=self.seed,
                            data_tag=self.data_tag, **kw)
 
-    def unet(self, loss: str = "dice", init: str = "scratch", train=None, val=None, name: str | None = None, **kw):
-        """Train or reuse the U-Net for ``loss``/``init``; returns ``(model, history, folder)``."""
+    def variant(self, seed: int | None = None, **overrides) -> "Study":
+        """The same run (data, out_dir, results fragment) with another training ``seed`` or other profile
+        fields, e.g. a longer budget or another ``scale``; its results fragment is not reset."""
+        other = Study.__new__(Study)
+        other.__dict__.update(self.__dict__)
+        other.seed = self.seed if seed is None else int(seed)
+        other.profile = replace(self.profile, **{k: v for k, v in overrides.items() if v is not None})
+        if other.profile.scale != self.profile.scale or other.profile.synthetic != self.profile.synthetic:
+            other._splits = None
+        return other
+
+    def native_test(self) -> list[Sample]:
+        """The test images at their native resolution (scale 1), in the order of :attr:`test`."""
+        if self.scale == 1:
+            return self.test
+        return self.variant(scale={**self.profile.scale, self.dataset: 1}).test
+
+    def unet(self, loss: str = "dice", init: str = "scratch", train=None, val=None, name: str | None = None,
+             snapshot_steps=(), **kw):
+        """Train or reuse the U-Net for ``loss``/``init``; returns ``(model, history, folder)``.
+
+        ``snapshot_steps`` keep the weights after those step counts (learning curves)."""
         from .training import train_or_load
 
         cfg = self.unet_config(loss, init, **kw)
@@ -164,9 +201,9 @@ class Study:
             names = ",".join(s.name for s in train)
             cfg = replace(cfg, data_tag=f"{cfg.data_tag}:custom-{hashlib.sha1(names.encode()).hexdigest()[:8]}")
         return train_or_load(cfg, train if train is not None else self.train, val if val is not None else self.val,
-                             self.models_dir, name=name or method_name(loss, init))
+                             self.models_dir, name=name or method_name(loss, init), snapshot_steps=snapshot_steps)
 
-    def stardist(self, verbose: int = 2):
+    def stardist(self, verbose: int = 2, snapshot_steps=()):
         """Train or reuse the StarDist baseline for this run's data and profile."""
         from .stardist_baseline import StarDistConfig, train_stardist
 
@@ -177,12 +214,14 @@ class Study:
         from dataclasses import asdict
 
         key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-        return train_stardist(cfg, self.train, self.val, self.models_dir, name=f"stardist-{key}", verbose=verbose)
+        return train_stardist(cfg, self.train, self.val, self.models_dir, name=f"stardist-{key}", verbose=verbose,
+                              snapshot_steps=snapshot_steps)
 
     # ---------------------------------------------------------------- results
     @property
     def summary_path(self) -> Path:
-        return self.results_dir / "summary.csv"
+        """This experiment's fragment of the summary: ``results/parts/<experiment>.csv``."""
+        return self.results_dir / "parts" / f"{self.experiment or 'interactive'}.csv"
 
     def record(self, method: str, metric: str, value: float, ci_low=np.nan, ci_high=np.nan, n_images=0,
                experiment: str | None = None):
@@ -200,6 +239,7 @@ class Study:
             keys = set(map(tuple, rows[SUMMARY_KEY].astype(str).to_numpy()))
             old = old[[tuple(r) not in keys for r in old[SUMMARY_KEY].astype(str).to_numpy()]]
         out = pd.concat([old, rows], ignore_index=True) if len(old) else rows
+        self.summary_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.summary_path.with_suffix(".tmp")
         out.to_csv(tmp, index=False)
         os.replace(tmp, self.summary_path)
@@ -229,7 +269,7 @@ class Study:
         df.to_csv(self.results_dir / f"{name}.csv", index=False)
 
 
-def parameter_list(value, name: str) -> list[float]:
+def parameter_list(value, name: str, allow_empty: bool = False) -> list[float]:
     """A list-of-numbers notebook parameter, given as a list or as text such as ``"[0.05, 0.3]"``.
 
     ``papermill -p name "[0.05, 0.3]"`` passes the text, not a list (``-y "name: [0.05, 0.3]"``
@@ -245,7 +285,7 @@ def parameter_list(value, name: str) -> list[float]:
                 from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not value or \
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty) or \
             not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise ValueError(f"parameter {name}: expected a non-empty list of numbers, got {value!r}")
     return [float(v) for v in value]

@@ -5,7 +5,9 @@ A **trained-model folder** holds:
 - ``config.json``: the full :class:`TrainConfig` plus the data tag and training image names;
 - ``weights.pt``: the final state dict (present only when training finished);
 - ``history.csv``: one row per epoch: ``epoch, train_loss, val_dice, seconds``;
-- ``checkpoint.pt``: model, optimizer and history after the last finished epoch.
+- ``checkpoint.pt``: model, optimizer and history after the last finished epoch;
+- ``snapshots/step-NNNNNN.pt`` and ``.json`` (when asked for, learning curves): the weights
+  after that many training steps, and the training seconds and validation Dice at that point.
 
 :func:`train` resumes from ``checkpoint.pt`` when it exists, so an interrupted
 run continues at the next epoch and ends with the same weights as an
@@ -196,10 +198,22 @@ def _save_atomic(obj, path: Path):
     os.replace(tmp, path)
 
 
+def check_snapshot_steps(steps, steps_per_epoch: int, epochs: int) -> set[int]:
+    """The snapshot step counts as a set; ValueError unless each is a whole number of epochs within the run."""
+    steps = {int(n) for n in steps}
+    off = sorted(n for n in steps if n % steps_per_epoch or not 0 < n <= epochs * steps_per_epoch)
+    if off:
+        raise ValueError(f"snapshot steps {off} are not multiples of steps_per_epoch ({steps_per_epoch}) "
+                         f"within the {epochs * steps_per_epoch} training steps")
+    return steps
+
+
 def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample], out_dir,
-          device=None, progress: bool = True, stop_after_epoch: int | None = None):
+          device=None, progress: bool = True, stop_after_epoch: int | None = None, snapshot_steps=()):
     """Train (or resume) a U-Net into ``out_dir``; returns ``(model, history DataFrame)``.
 
+    ``snapshot_steps``: step counts (multiples of ``steps_per_epoch``) after which the weights
+    are kept in ``snapshots/`` (see :func:`snapshots`); they do not change the training.
     ``stop_after_epoch`` ends the call early (after that epoch, without writing
     ``weights.pt``), to simulate an interruption in tests.
 
@@ -213,6 +227,7 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(device if isinstance(device, str) else None) if not isinstance(device, torch.device) else device
+    snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     key = config.key()
     cfg_path, ckpt_path, div_path = out_dir / "config.json", out_dir / "checkpoint.pt", out_dir / "diverged.json"
     if cfg_path.exists():
@@ -288,6 +303,13 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
         seconds = time.perf_counter() - t0
         spent += seconds
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dice": val, "seconds": seconds})
+        steps_done = (epoch + 1) * config.steps_per_epoch
+        if steps_done in snapshot_steps:  # before the checkpoint: a resumed run never misses one
+            snap = out_dir / "snapshots" / f"step-{steps_done:06d}"
+            snap.parent.mkdir(exist_ok=True)
+            _save_atomic(model.state_dict(), snap.with_suffix(".pt"))
+            _write_json_atomic({"steps": steps_done, "train_seconds": spent, "val_dice": val,
+                                "precision": config.precision}, snap.with_suffix(".json"))
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
                       "epoch": epoch + 1, "key": key}, ckpt_path)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -321,21 +343,7 @@ def load_trained(folder, device=None):
         raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
     if not (folder / "weights.pt").is_file():
         raise FileNotFoundError(f"{folder}: no weights.pt (training did not finish; run train() to resume)")
-    cfg = _read_json(folder / "config.json")
-    device = device or pick_device()
-    try:
-        model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFolderError(f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})") \
-            from exc
-    state = _torch_load(folder / "weights.pt", "cpu")
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ModelFolderError(f"{folder / 'weights.pt'}: weights do not fit the model of config.json "
-                               f"({str(exc)[:300]})") from exc
-    model.to(device).to(memory_format=torch.channels_last).eval()
-    model.precision = cfg.get("precision", "fp32")
+    model, cfg = _model_with_weights(folder, folder / "weights.pt", device)
     hist = pd.DataFrame()
     if (folder / "history.csv").exists():
         try:
@@ -345,6 +353,36 @@ def load_trained(folder, device=None):
     return model, cfg, hist
 
 
+def snapshots(folder) -> pd.DataFrame:
+    """The snapshots of a model folder, by step: ``steps, train_seconds, val_dice, precision, weights``."""
+    rows = [{**_read_json(j), "weights": j.with_suffix(".pt")}
+            for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))]
+    return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_dice", "precision", "weights"])
+
+
+def load_snapshot(folder, weights, device=None):
+    """The model of ``folder`` with the snapshot ``weights`` (a path from :func:`snapshots`), in eval mode."""
+    return _model_with_weights(Path(folder), Path(weights), device)[0]
+
+
+def _model_with_weights(folder: Path, weights: Path, device=None):
+    """``(model in eval mode, config dict)``: the model of ``folder/config.json`` with ``weights`` loaded."""
+    cfg = _read_json(folder / "config.json")
+    device = device or pick_device()
+    try:
+        model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFolderError(f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})") \
+            from exc
+    try:
+        model.load_state_dict(_torch_load(weights, "cpu"))
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelFolderError(f"{weights}: weights do not fit the model of config.json ({str(exc)[:300]})") from exc
+    model.to(device).to(memory_format=torch.channels_last).eval()
+    model.precision = cfg.get("precision", "fp32")
+    return model, cfg
+
+
 def model_folder(models_dir, config: TrainConfig, name: str | None = None) -> Path:
     """Cache folder of a configuration: ``<models_dir>/<name>-<config hash>``."""
     safe = (name or config.loss).replace("/", "_").replace(":", "_").replace("*", "x")
@@ -352,7 +390,7 @@ def model_folder(models_dir, config: TrainConfig, name: str | None = None) -> Pa
 
 
 def train_or_load(config: TrainConfig, train_samples, val_samples, models_dir, name: str | None = None,
-                  device=None, progress: bool = True):
+                  device=None, progress: bool = True, snapshot_steps=()):
     """Reuse the trained model of this exact configuration if its folder has weights, else train (or resume) it.
 
     Returns ``(model, history, folder)``.
@@ -361,6 +399,6 @@ def train_or_load(config: TrainConfig, train_samples, val_samples, models_dir, n
     if (folder / "weights.pt").is_file():
         model, _, hist = load_trained(folder, device)
         return model, hist, folder
-    model, hist = train(config, train_samples, val_samples, folder, device, progress)
+    model, hist = train(config, train_samples, val_samples, folder, device, progress, snapshot_steps=snapshot_steps)
     model.eval()
     return model, hist, folder

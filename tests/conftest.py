@@ -39,12 +39,32 @@ def disk(shape, center, radius):
     return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
 
 
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+
+
+def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool = True):
+    """Run the study's workflow with ``--config`` items ``config``; Snakemake's metadata goes to ``workdir``.
+
+    ``cores=None`` leaves ``--cores`` out (an executor profile sets the job count). Returns the
+    CompletedProcess (stdout and stderr together in ``stdout``).
+    """
+    import subprocess
+    import sys
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
+           *(["--cores", str(cores)] if cores else []), "--rerun-incomplete", "--show-failed-logs", *args,
+           "--config", *config]
+    r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-4000:]}")
+    return r
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The whole study in the smoke profile through the real runner, with the book built."""
-    from nucseg_lib.runner import build_book, run_study
-
+    """The whole study in the smoke profile through the workflow (Snakemake, local), with the book built."""
     out = tmp_path_factory.mktemp("run") / "smoke"
-    run_study("synthetic", "smoke", out)
-    build_book(out)
+    snakemake(out.parent, "profile=smoke", f"out={out}")
     return out

@@ -2,11 +2,14 @@
 
 The commands are read from the fenced ``bash`` blocks of the two pages, so a command
 that is documented cannot break unnoticed. Substitutions, and only these, make them
-fit a test: ``--profile``/``-p profile`` become ``smoke``; the placeholder data folders
+fit a test: ``profile=``/``-p profile`` become ``smoke``; the placeholder data folders
 ``/path/to/coelho2009`` and ``/path/to/kromp`` become the shared Coelho copy and a small
-Kromp-layout copy that the test writes; output folders go to a temporary folder. Make
-targets are checked with ``make -n`` (they run for real in CI's ``make test`` and in
-``make book``). A command of a kind this file does not know fails the test, so a new
+Kromp-layout copy that the test writes; output folders (``out=``, papermill's output and
+``out_dir``) go to a temporary folder, and Snakemake keeps its metadata there
+(``--directory``). The SLURM command runs as a dry run (``-n``: its jobs and their resources
+are planned, nothing is submitted; tests/test_workflow_slurm.py runs the study on a real
+SLURM). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
+and in ``make book``). A command of a kind this file does not know fails the test, so a new
 documented command needs a way to be checked here.
 """
 import os
@@ -69,19 +72,24 @@ def _prepare(cmd: str, tmp: Path, n: int) -> str:
         if not kromp.exists():
             _fake_kromp_for_smoke(kromp)
         cmd = cmd.replace("/path/to/kromp", str(kromp))
-    cmd = re.sub(r"--profile \S+", "--profile smoke", cmd)
+    cmd = re.sub(r"(?<=\s)profile=\S+", "profile=smoke", cmd)
     cmd = re.sub(r"-p profile \S+", "-p profile smoke", cmd)
     cmd = re.sub(r"-p out_dir \S+", f"-p out_dir {tmp / f'nb-out-{n}'}", cmd)
     cmd = re.sub(r"(papermill \S+) \S+", rf"\1 {tmp / f'executed-{n}.ipynb'}", cmd)
-    if " run " in f" {cmd} " and "nucseg_lib.runner" in cmd:
-        cmd = re.sub(r"--out \S+", "", cmd) + f" --out {tmp / f'run-{n}'}"
+    if "snakemake" in cmd:
+        out = re.search(r"(?<=\s)out=(\S+)", cmd).group(1)  # the same out= in two commands: the same folder
+        cmd = cmd.replace(f"out={out}", f"out={tmp / out.replace('/', '_')}")
+        cmd = cmd.replace("snakemake ", f"snakemake --directory {tmp} ", 1)
+        if "profiles/slurm" in cmd:
+            cmd = cmd.replace("snakemake ", "snakemake -n ", 1)
     return cmd
 
 
 def test_the_pages_document_commands():
     cmds = [c for _, _, c in documented_commands()]
     assert "make book" in cmds and "make test" in cmds
-    assert any("papermill" in c for c in cmds) and any("nucseg_lib.runner run" in c for c in cmds)
+    assert any("papermill" in c for c in cmds) and any("workflow/profiles/slurm" in c for c in cmds)
+    assert any("seeds=[0,1,2]" in c for c in cmds) and any("k_fractions=" in c for c in cmds)
 
 
 @pytest.mark.slow
@@ -93,7 +101,7 @@ def test_documented_commands_run_as_written(tmp_path):
         args = shlex.split(cmd)
         if args[0] == "make":
             run = ["make", "-n", *args[1:]]
-        elif "nucseg_lib.runner" in cmd or "papermill" in args[0]:
+        elif "snakemake" in args[0] or "papermill" in args[0]:
             run = shlex.split(_prepare(cmd, tmp_path, n))
         else:
             pytest.fail(f"{doc}: no check for the documented command {cmd!r}; add one to this test")
@@ -103,4 +111,4 @@ def test_documented_commands_run_as_written(tmp_path):
         seen.add(key)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         r = subprocess.run(run, cwd=REPO / cwd, capture_output=True, text=True, env=env)
-        assert r.returncode == 0, f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import disk
+from tests.conftest import disk
 from nucseg_lib import instances as I
 from nucseg_lib.erf import effective_receptive_field, erf_radius, largest_nucleus_diameter
 from nucseg_lib.metrics import match_image

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import disk
+from tests.conftest import disk
 from nucseg_lib import metrics as M
 
 

@@ -113,39 +113,41 @@ def test_results_page_shows_divergence_not_a_dice_of_zero():
     assert row["ours [95% CI]"] == "diverged at step 37" and "diverged" in row["verdict"]
 
 
-# ---------------------------------------------------------------- the runner
+# ---------------------------------------------------------------- publishing and the workflow
 def _finished_run(root: Path, seed: int = 0) -> Path:
-    """A run folder as the runner leaves it after notebook 01 (content made up, format real)."""
+    """A run folder as the workflow leaves it after notebook 01 (content made up, format real)."""
     out = root / "run"
     (out / "notebooks").mkdir(parents=True)
     (out / "results").mkdir()
     (out / "notebooks" / "01_data.ipynb").write_text('{"good": true}')
     (out / "results" / "summary.csv").write_text("experiment,dataset\ndata,synthetic\n")
     params = {"dataset": "synthetic", "profile": "smoke", "seed": seed, "out_dir": str(out.resolve()),
-              "data_root": None}
+              "data_root": None, "epochs": None, "steps_per_epoch": None, "batch_size": None, "patch_size": None}
+    (out / "results" / "parameters.json").write_text(json.dumps(params))
     (out / "results" / "run.json").write_text(json.dumps(
         {"parameters": params, "notebooks": {"01_data": {"status": "ok", "seconds": 1.0}}}))
     return out
 
 
 def test_publish_checks_the_run_before_touching_the_target(tmp_path):
-    from nucseg_lib.runner import RunError, publish
+    from nucseg_lib.jobs import JobError
+    from nucseg_lib.runner import publish
 
     run = _finished_run(tmp_path)
     to = tmp_path / "reference"
     publish(run, to)
     assert (to / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
-    with pytest.raises(RunError, match="not a finished run"):
+    with pytest.raises(JobError, match="not a finished run"):
         publish(tmp_path / "typo", to)
-    with pytest.raises(RunError, match="overlap"):
+    with pytest.raises(JobError, match="overlap"):
         publish(to, to)
-    with pytest.raises(RunError, match="overlap"):
+    with pytest.raises(JobError, match="overlap"):
         publish(run, run / "results")
     assert (to / "notebooks" / "01_data.ipynb").exists() and (run / "results" / "summary.csv").exists()
     record = json.loads((run / "results" / "run.json").read_text())
-    record["notebooks"]["02_baseline"] = {"status": "running"}
+    record["notebooks"]["02_baseline"] = {"status": "failed"}
     (run / "results" / "run.json").write_text(json.dumps(record))
-    with pytest.raises(RunError, match="notebook 02_baseline is running"):
+    with pytest.raises(JobError, match="notebook 02_baseline is failed"):
         publish(run, to)
     assert (to / "notebooks" / "01_data.ipynb").exists()
 
@@ -164,10 +166,10 @@ def test_publish_from_the_shell_keeps_the_target_on_a_typo(tmp_path):
     assert (to / "results" / "summary.csv").exists()
 
 
-def test_killed_forced_rerun_keeps_the_good_notebook_and_is_not_taken_as_done(tmp_path, monkeypatch):
+def test_a_killed_notebook_never_leaves_a_half_executed_copy(tmp_path, monkeypatch):
     import papermill as pm
 
-    from nucseg_lib.runner import run_study
+    from nucseg_lib.jobs import execute_notebook
 
     run = _finished_run(tmp_path)
 
@@ -177,47 +179,85 @@ def test_killed_forced_rerun_keeps_the_good_notebook_and_is_not_taken_as_done(tm
 
     monkeypatch.setattr(pm, "execute_notebook", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_study("synthetic", "smoke", run, only=["01"], force=True)
+        execute_notebook(run, {}, "01_data")
     assert (run / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
-    assert json.loads((run / "results" / "run.json").read_text())["notebooks"]["01_data"]["status"] == "running"
-    executed = []
-
-    def finishes(src, dst, **kw):
-        executed.append(src)
-        Path(dst).write_text('{"new": true}')
-
-    monkeypatch.setattr(pm, "execute_notebook", finishes)
-    run_study("synthetic", "smoke", run, only=["01"])  # no --force: the unfinished notebook runs again
-    assert len(executed) == 1 and (run / "notebooks" / "01_data.ipynb").read_text() == '{"new": true}'
+    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, **kw: Path(dst).write_text('{"new": true}'))
+    execute_notebook(run, {}, "01_data")
+    assert (run / "notebooks" / "01_data.ipynb").read_text() == '{"new": true}'
     assert not list((run / "notebooks").glob("*.partial.ipynb"))
 
 
-def test_a_run_folder_never_mixes_two_seeds(tmp_path):
-    from nucseg_lib.runner import RunError, run_study
-
-    run = _finished_run(tmp_path, seed=0)
-    with pytest.raises(RunError, match="seed 0 -> 1"):
-        run_study("synthetic", "smoke", run, seed=1, only=["01"])
-    assert json.loads((run / "results" / "run.json").read_text())["parameters"]["seed"] == 0
+def _executed(run: Path) -> list[Path]:
+    """Finished executed notebooks of a run folder (not .partial or .failed ones)."""
+    return [p for p in (run / "notebooks").glob("*.ipynb") if p.suffixes == [".ipynb"]]
 
 
-def test_unknown_only_prefix_fails(tmp_path):
-    from nucseg_lib.runner import RunError, run_study
-
-    with pytest.raises(RunError, match="--only 99: no notebook starts with that"):
-        run_study("synthetic", "smoke", tmp_path / "x", only=["99"])
-
-
-def test_runner_prints_the_cause_of_a_failed_notebook(tmp_path):
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_re_executing_finished_notebooks(tmp_path):
+    """Kill the whole workflow while a notebook runs; the next call runs only what had not finished."""
+    import os
+    import signal
     import subprocess
     import sys
+    import time
+
+    from tests.conftest import SNAKEFILE, snakemake
+
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+           "--cores", "1", "--config", "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until one notebook finished and another one runs
+        done = _executed(out) if (out / "notebooks").exists() else []
+        running = list((out / "notebooks").glob("*.partial.ipynb")) if (out / "notebooks").exists() else []
+        if done and running:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the workflow never had one notebook done and another running")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in _executed(out)}
+    assert finished and not (out / "notebooks" / running[0].name.replace(".partial", "")).exists()
+    # a SIGKILL leaves Snakemake's lock behind; Snakemake says so and --unlock removes it (book/reproduce.md)
+    r = snakemake(tmp_path, "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false", check=False)
+    assert r.returncode != 0 and "--unlock" in r.stdout
+    snakemake(tmp_path, "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false", args=["--unlock"])
+    snakemake(tmp_path, "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false")
+    for name, mtime in finished.items():  # nothing finished was executed again
+        assert (out / "notebooks" / name).stat().st_mtime_ns == mtime, name
+    assert {p.name for p in (out / "notebooks").glob("*.ipynb")} == {"01_data.ipynb", "02_baseline.ipynb",
+                                                                     "03_transfer.ipynb"}
+    record = json.loads((out / "results" / "run.json").read_text())
+    assert set(record["notebooks"]) == {"01_data", "02_baseline", "03_transfer"}
+
+
+def test_a_run_folder_never_mixes_two_seeds(tmp_path):
+    from tests.conftest import snakemake
+
+    run = _finished_run(tmp_path, seed=0)
+    r = snakemake(tmp_path, "profile=smoke", f"out={run}", "seeds=[1]", args=["-n"], check=False)
+    assert r.returncode != 0 and "seed 0 -> 1" in r.stdout
+    assert json.loads((run / "results" / "parameters.json").read_text())["seed"] == 0
+
+
+def test_unknown_notebook_prefix_fails(tmp_path):
+    from tests.conftest import snakemake
+
+    r = snakemake(tmp_path, "profile=smoke", f"out={tmp_path / 'x'}", "notebooks=[99]", args=["-n"], check=False)
+    assert r.returncode != 0 and "no notebook starts with that" in r.stdout
+
+
+def test_workflow_prints_the_cause_of_a_failed_notebook(tmp_path):
+    from tests.conftest import snakemake
 
     missing = tmp_path / "no-such-coelho"
-    r = subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "run", "--dataset", "coelho2009", "--data-root",
-                        str(missing), "--profile", "smoke", "--only", "01", "--out", str(tmp_path / "run"),
-                        "--no-book"], capture_output=True, text=True)
-    assert r.returncode == 1
-    assert "FAILED: notebook 01_data" in r.stderr
-    assert "cause: DataError" in r.stderr and str(missing) in r.stderr
+    r = snakemake(tmp_path, "dataset=coelho2009", f"data_root={missing}", "profile=smoke", "notebooks=[01]",
+                  f"out={tmp_path / 'run'}", "book=false", check=False)
+    assert r.returncode != 0
+    assert "FAILED: notebook 01_data" in r.stdout
+    assert "cause: DataError" in r.stdout and "no-such-coelho" in r.stdout
     assert (tmp_path / "run" / "notebooks" / "01_data.failed.ipynb").exists()
     assert not (tmp_path / "run" / "notebooks" / "01_data.ipynb").exists()

@@ -62,19 +62,20 @@ def test_runner_writes_the_contract(smoke_run):
     assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
 
 
-def test_runner_skips_finished_notebooks(smoke_run, capsys):
-    from nucseg_lib.runner import run_study
+def test_workflow_skips_finished_notebooks(smoke_run):
+    from tests.conftest import snakemake
 
-    run_study("synthetic", "smoke", smoke_run, only=["01", "07"])
-    out = capsys.readouterr().out
-    assert "01_data: already done" in out and "07_receptive_field: already done" in out
+    r = snakemake(smoke_run.parent, "profile=smoke", f"out={smoke_run}", args=["-n"])
+    assert "Nothing to be done" in r.stdout
 
 
-def test_runner_refuses_to_overwrite_the_reference(tmp_path):
-    from nucseg_lib.runner import REFERENCE, run_study
+def test_workflow_refuses_to_write_into_the_reference(tmp_path):
+    from nucseg_lib.jobs import REPO
+    from tests.conftest import snakemake
 
-    with pytest.raises(SystemExit, match="reference"):
-        run_study("synthetic", "smoke", REFERENCE / "x")
+    r = snakemake(tmp_path, "profile=smoke", f"out={REPO / 'reference' / 'x'}", args=["-n"], check=False)
+    assert r.returncode != 0 and "is inside reference/" in r.stdout
+    assert not (REPO / "reference" / "x").exists()
 
 
 def test_results_page(tmp_path, smoke_run):
@@ -104,27 +105,23 @@ def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
     assert len(seed_rows) == 2
 
 
-def test_runner_stops_with_a_clear_message_and_keeps_the_record(tmp_path, capsys):
-    from nucseg_lib.runner import run_study
+def test_workflow_refuses_an_unknown_profile_before_running_anything(tmp_path):
+    from tests.conftest import snakemake
 
     out = tmp_path / "bad"
-    with pytest.raises(SystemExit):
-        run_study("synthetic", "no-such-profile", out, only=["01"])
-    assert "FAILED: notebook 01_data" in capsys.readouterr().err
-    run = json.loads((out / "results" / "run.json").read_text())
-    assert run["notebooks"]["01_data"]["status"] == "failed"
-    assert "no-such-profile" in run["notebooks"]["01_data"]["error"]
-    assert (out / "notebooks" / "01_data.failed.ipynb").exists()  # the executed notebook shows the error
+    r = snakemake(tmp_path, "profile=no-such-profile", f"out={out}", "notebooks=[01]", "book=false", check=False)
+    assert r.returncode != 0 and "unknown profile 'no-such-profile'" in r.stdout
+    assert not out.exists()
 
 
 def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
     import papermill as pm
 
-    from nucseg_lib.runner import REPO
+    from nucseg_lib.jobs import REPO
 
     pm.execute_notebook(str(REPO / "notebooks" / "04_topk.ipynb"), str(tmp_path / "04.ipynb"),
                         parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1},
                         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
-    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    summary = pd.read_csv(tmp_path / "results" / "parts" / "topk.csv")
     methods = set(summary[summary.experiment == "topk"].method)
     assert "unet_topk_0.05" in methods and "unet_topk_0.2" not in methods

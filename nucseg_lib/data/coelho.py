@@ -20,7 +20,6 @@ ISBI 2009, pp. 518-521. doi:10.1109/ISBI.2009.5193098
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from .common import DataError, files_with_suffix, Sample, data_root, pair_by_name, read_image, read_labels, select_split, split_by_name
 

@@ -239,8 +239,22 @@ def rescale_sample(sample: Sample, scale: float) -> Sample:
     h, w = sample.image.shape
     shape = (max(1, round(h / scale)), max(1, round(w / scale)))
     img = resize(sample.image, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    lab = resize(sample.labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
-    return replace(sample, image=img, labels=lab, meta={**sample.meta, "scale": scale})
+    return replace(sample, image=img, labels=resize_labels(sample.labels, shape),
+                   meta={**sample.meta, "scale": scale})
+
+
+def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Label image resized to ``shape`` by nearest neighbour (ids are kept, never blended); int32.
+
+    Used both ways: to downscale ground truth with its image, and to bring labels predicted
+    on a downscaled image back to the image's native size for evaluation.
+    """
+    from skimage.transform import resize
+
+    labels = np.asarray(labels)
+    if tuple(labels.shape) == tuple(shape):
+        return labels.astype(np.int32, copy=False)
+    return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
 
 
 def split_by_name(names: Sequence[str], test_fraction: float, salt: str) -> dict[str, str]:

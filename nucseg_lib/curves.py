@@ -1,0 +1,224 @@
+"""Learning curves: test accuracy against training steps and seconds, from snapshots of one long run.
+
+One long run per method, scale and training seed keeps its weights after a few step
+counts (the budgets). Each snapshot is then evaluated as a finished model would be:
+
+1. post-processing tuned on the **validation** images only: the watershed parameters of
+   the boundary U-Net (:func:`~nucseg_lib.instances.tune_watershed`), the foreground
+   threshold of the Dice U-Net's connected components
+   (:func:`~nucseg_lib.instances.tune_components`), StarDist's probability and NMS
+   thresholds (``optimize_thresholds``);
+2. the test images predicted at the model's scale, the labels brought back to the images'
+   native size (nearest neighbour) and scored against the native ground truth, so that
+   models trained at different scales are compared on the same pixels.
+
+Scores (:data:`COLUMNS`): pooled F1 at IoU 0.5 and 0.7 and ``ap@0.5:0.95`` (the mean over
+IoU 0.5:0.95 of TP/(TP+FP+FN), StarDist's "average precision"), each with a 95% bootstrap
+CI over test images. Each snapshot's row is cached beside it (``step-NNNNNN.eval.json``),
+so an interrupted evaluation resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METHODS = {  # method -> loss of its U-Net (None: StarDist)
+    "unet_boundary": "boundary_ce:3",
+    "unet_dice_cc": "dice",
+    "stardist": None,
+}
+SCORES = ["f1@0.5", "f1@0.7", "ap@0.5:0.95"]
+COLUMNS = (["method", "scale", "seed", "steps", "train_seconds", "precision"] + SCORES
+           + [f"{m}_{b}" for m in SCORES for b in ("ci_low", "ci_high")] + ["val_f1@0.5", "n_images", "postprocess"])
+
+
+def plan(profile, dataset: str, budgets=None, seeds=None, stardist_scales=None) -> dict:
+    """The learning-curve runs of a study: budgets, seeds, steps per epoch and ``(method, scale, seed)`` runs.
+
+    ``None`` takes the profile's ``curve_budgets``, ``curve_seeds`` and ``curve_stardist_scales``.
+    An epoch is the largest step count (at most 200) that divides every budget: validation and
+    snapshots happen at epoch ends. Used by notebook 09 and the workflow (one job per run).
+    """
+    import math
+
+    from .study import parameter_list
+
+    prof = profile
+    scale = float(prof.scale.get(dataset, 1))
+    budgets = sorted({int(b) for b in parameter_list(list(prof.curve_budgets) if budgets is None else budgets,
+                                                     "budgets")})
+    if budgets[0] < 1:
+        raise ValueError(f"parameter budgets: step counts must be >= 1, got {budgets}")
+    seeds = [int(s) for s in parameter_list(list(prof.curve_seeds) if seeds is None else seeds, "curve_seeds")]
+    extra = prof.curve_stardist_scales.get(dataset)
+    scales = parameter_list(([extra] if extra else []) if stardist_scales is None else stardist_scales,
+                            "stardist_scales", allow_empty=True)
+    gcd = math.gcd(*budgets)
+    spe = max(d for d in range(1, min(gcd, 200) + 1) if gcd % d == 0)
+    runs = [(m, scale, s) for s in seeds for m in METHODS]
+    runs += [("stardist", float(x), s) for s in seeds for x in scales if float(x) != scale]
+    return {"budgets": budgets, "seeds": seeds, "steps_per_epoch": spe, "runs": runs}
+
+
+def run_variant(study, p: dict, scale: float, seed: int):
+    """The study of one learning-curve run: the plan's long budget, ``scale`` and training ``seed``."""
+    n_epochs = p["budgets"][-1] // p["steps_per_epoch"]
+    return study.variant(seed=seed, scale={**study.profile.scale, study.dataset: scale}, epochs=n_epochs,
+                         steps_per_epoch=p["steps_per_epoch"], stardist_epochs=n_epochs,
+                         stardist_steps=p["steps_per_epoch"])
+
+
+def run_name(method: str, scale: float, seed: int) -> str:
+    """File name of a run's rows: ``<method>-<scale>x-seed<seed>`` (e.g. ``stardist-2x-seed1``)."""
+    return f"{method}-{scale:g}x-seed{seed}"
+
+
+def train_long_run(study, method: str, budgets, progress: bool = True) -> Path:
+    """Train (or reuse) the long run of ``method`` for ``study`` (its profile sets the total budget),
+    keeping snapshots at ``budgets`` steps; returns the model folder."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    if METHODS[method] is None:
+        model = study.stardist(snapshot_steps=budgets)
+        return Path(model.logdir)
+    _, _, folder = study.unet(METHODS[method], name=f"curve-{method}", snapshot_steps=budgets)
+    return Path(folder)
+
+
+def _predict_instances(study, method: str, folder: Path, weights: Path):
+    """``(predict(image) -> labels, chosen post-processing, validation F1@0.5)`` for one snapshot."""
+    from .inference import foreground_probability, predict_probabilities
+    from .instances import connected_components, tune_components, tune_watershed, watershed_boundary
+    from .stardist_baseline import load_stardist, predict_stardist
+
+    val_truths = [s.labels for s in study.val]
+    if METHODS[method] is None:
+        import contextlib
+        import io
+
+        from .data.common import normalize_percentile
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            model = load_stardist(folder)  # StarDist prints what it loads and a bar per NMS threshold
+            model.keras_model.load_weights(str(weights))
+            model.optimize_thresholds([normalize_percentile(s.image) for s in study.val], val_truths,
+                                      predict_kwargs={"show_tile_progress": False}, optimize_kwargs={"tol": 1e-2},
+                                      save_to_json=False)
+        params = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
+        return (lambda image: predict_stardist(model, image)), params, float("nan")
+    from .training import load_snapshot
+
+    model = load_snapshot(folder, weights)
+    probs = [predict_probabilities(model, s.image) for s in study.val]
+    if method == "unet_boundary":
+        params, table = tune_watershed(probs, val_truths)
+        return (lambda image: watershed_boundary(predict_probabilities(model, image), **params)), params, \
+            float(table.f1.iloc[0])
+    params, table = tune_components([foreground_probability(p) for p in probs], val_truths)
+    return (lambda image: connected_components(foreground_probability(predict_probabilities(model, image)),
+                                               **params)), params, float(table.f1.iloc[0])
+
+
+def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:
+    """One row of :data:`COLUMNS` for one snapshot (cached in ``step-NNNNNN.eval.json``)."""
+    from .data.common import resize_labels
+    from .metrics import evaluate_instances, instance_summary
+
+    cache = Path(snapshot.weights).parent / f"step-{int(snapshot.steps):06d}.eval.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    native = native_test if native_test is not None else study.native_test()
+    predict, params, val_f1 = _predict_instances(study, method, folder, Path(snapshot.weights))
+    preds = [resize_labels(predict(s.image), n.labels.shape) for s, n in zip(study.test, native)]
+    per_image = evaluate_instances([n.labels for n in native], preds, [n.name for n in native],
+                                   [n.group for n in native])
+    summ = instance_summary(per_image, metrics=("f1", "accuracy"), thresholds=(0.5, 0.7),
+                            n_boot=study.profile.n_boot, seed=study.seed).set_index("metric")
+    row = {"method": method, "scale": study.scale, "seed": study.seed, "steps": int(snapshot.steps),
+           "train_seconds": float(snapshot.train_seconds), "precision": snapshot.precision,
+           "val_f1@0.5": val_f1, "n_images": len(native), "postprocess": json.dumps(params)}
+    for m in SCORES:
+        row[m] = float(summ.loc[m, "value"])
+        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(summ.loc[m, "ci_low"]), float(summ.loc[m, "ci_high"])
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, cache)
+    return row
+
+
+def learning_curve(study, method: str, budgets, progress: bool = True) -> pd.DataFrame:
+    """Train the long run of ``method`` (if needed) and evaluate each snapshot; one row per budget."""
+    from .stardist_baseline import snapshots as stardist_snapshots
+    from .training import snapshots as unet_snapshots
+
+    folder = train_long_run(study, method, budgets, progress)
+    snaps = stardist_snapshots(folder) if METHODS[method] is None else unet_snapshots(folder)
+    missing = sorted(set(int(b) for b in budgets) - set(snaps.steps.astype(int)))
+    if missing:
+        raise RuntimeError(f"{folder}: no snapshots at steps {missing}; the run was trained without them "
+                           f"(delete the folder to train it again with snapshots)")
+    snaps = snaps[snaps.steps.isin([int(b) for b in budgets])]
+    native = study.native_test()
+    rows = [evaluate_snapshot(study, method, folder, snap, native) for _, snap in snaps.iterrows()]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def winner_by_budget(curves: pd.DataFrame, by: str = "steps", metric: str = "f1@0.5") -> pd.DataFrame:
+    """For each method (at its better scale), the seeds' mean and range of ``metric`` per budget.
+
+    ``by='steps'`` compares at equal step counts; ``by='train_seconds'`` interpolates each
+    run's curve at common wall-clock budgets (the seconds at which every method has a point).
+    Returns rows ``method, scale, budget, mean, low, high, n_seeds``.
+    """
+    rows = []
+    for (method, scale), g in curves.groupby(["method", "scale"]):
+        if by == "steps":
+            for budget, b in g.groupby("steps"):
+                v = b[metric].to_numpy()
+                rows.append({"method": method, "scale": scale, "budget": budget, "mean": v.mean(),
+                             "low": v.min(), "high": v.max(), "n_seeds": len(v)})
+        else:
+            for budget in _common_seconds(curves):
+                v = np.array([np.interp(budget, s.train_seconds, s[metric]) for _, s in g.groupby("seed")])
+                rows.append({"method": method, "scale": scale, "budget": budget, "mean": v.mean(),
+                             "low": v.min(), "high": v.max(), "n_seeds": len(v)})
+    return pd.DataFrame(rows)
+
+
+def leaders(w: pd.DataFrame) -> pd.DataFrame:
+    """Per budget of a :func:`winner_by_budget` table, which run leads and whether the lead is clear.
+
+    A run *leads* when its worst seed beats every other run's best seed; otherwise the
+    verdict names the best mean but says that the seeds' ranges overlap. When every run
+    scores 0 (nothing trained yet) or all are equal, the verdict is "undetermined".
+    Returns rows ``budget, run, mean, clear, verdict``.
+    """
+    rows = []
+    for budget, g in w.groupby("budget"):
+        g = g.sort_values("mean", ascending=False)
+        best = g.iloc[0]
+        run = f"{best.method} {best.scale:g}x"
+        others = g.iloc[1:]
+        if best["mean"] <= 0 or (len(others) and (others["mean"] == best["mean"]).all()):
+            rows.append({"budget": budget, "run": None, "mean": best["mean"], "clear": False,
+                         "verdict": f"undetermined (best mean F1 {best['mean']:.3f}, all runs equal)"})
+            continue
+        clear = bool(len(others) == 0 or best.low > others.high.max())
+        verdict = (f"{run} leads ({best['mean']:.3f}, seeds {best.low:.3f}-{best.high:.3f})" if clear else
+                   f"{run} has the best mean ({best['mean']:.3f}) but its seeds' range overlaps "
+                   f"{', '.join(f'{o.method} {o.scale:g}x' for o in others.itertuples() if o.high >= best.low)}")
+        rows.append({"budget": budget, "run": run, "mean": best["mean"], "clear": clear, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def _common_seconds(curves: pd.DataFrame, n: int = 6) -> np.ndarray:
+    """``n`` wall-clock budgets (seconds, log-spaced) that every run's curve spans."""
+    spans = curves.groupby(["method", "scale", "seed"]).train_seconds.agg(["min", "max"])
+    lo, hi = spans["min"].max(), spans["max"].min()
+    if not hi > lo:
+        return np.array([hi])
+    return np.geomspace(lo, hi, n).round(0)

@@ -1,0 +1,285 @@
+"""What one job of the study's workflow (``workflow/Snakefile``) does, as small functions and a CLI.
+
+Snakemake schedules the jobs, runs independent ones in parallel (locally or on SLURM),
+resumes from what is complete and names a failed job with its log. The jobs are:
+
+- ``model``: train (or reuse) one model that several notebooks share, into the run's
+  ``models/`` folder, so that two notebooks running at once never train the same model;
+- ``notebook``: execute one notebook with papermill; it writes its own results fragment
+  ``results/parts/<experiment>.csv`` and tidy tables, and its executed copy appears only
+  when it finished (written to ``<name>.partial.ipynb`` first, then moved into place);
+- ``curve``: train one long run of the learning curves (method, scale, training seed) with
+  snapshots, evaluate them, and write ``results/curves/<method>-<scale>x-seed<seed>.csv``;
+- ``assemble``: join the fragments into ``results/summary.csv`` and the jobs' timings into
+  ``results/run.json`` (the results contract of :mod:`nucseg_lib.study`).
+
+Usage (what the Snakefile's rules run)::
+
+    python -m nucseg_lib.jobs model --run R --params JSON unet_dice
+    python -m nucseg_lib.jobs notebook --run R --params JSON 02_baseline
+    python -m nucseg_lib.jobs curve --run R --params JSON unet_boundary 4 0   # method, scale, seed
+    python -m nucseg_lib.jobs assemble --run R --params JSON --benchmarks DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+# notebook -> (experiment name of its results fragment, shared models it uses)
+NOTEBOOKS = {
+    "01_data": ("data", []),
+    "02_baseline": ("baseline", ["unet_dice"]),
+    "03_transfer": ("transfer", []),
+    "04_topk": ("topk", ["unet_dice", "unet_combo"]),
+    "05_boundary": ("boundary", ["unet_dice", "unet_combo"]),
+    "06_stardist": ("stardist", ["unet_dice", "stardist"]),
+    "07_receptive_field": ("receptive_field", ["unet_dice"]),
+    "08_beyond_instances": ("beyond", ["unet_dice", "stardist"]),
+    "09_learning_curves": ("curves", []),
+}
+PACKAGES = ["nucseg", "torch", "torchvision", "tensorflow", "keras", "stardist", "csbdeep", "numpy", "scipy",
+            "scikit-image", "pandas", "papermill", "snakemake", "jupyter-book"]
+SCRATCH_NOTEBOOKS = ("*.partial.ipynb", "*.failed.ipynb")  # notebooks of unfinished or failed executions
+STUDY_KEYS = ("dataset", "profile", "data_root", "out_dir", "seed", "epochs", "steps_per_epoch", "batch_size",
+              "patch_size")
+
+
+class JobError(SystemExit):
+    """A job cannot run; the message says why and what to do (exit status 1)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+def notebook_path(path) -> str:
+    """``path`` as the notebooks (which run in ``notebooks/``) should see it: relative when it lies
+    beside or inside the repository, so executed notebooks carry no machine's absolute paths."""
+    path = Path(path).resolve()
+    if REPO.parent in [path, *path.parents]:
+        return os.path.relpath(path, NOTEBOOK_DIR)
+    return str(path)
+
+
+def study_from_params(params: dict):
+    """The :class:`~nucseg_lib.study.Study` a notebook with these parameters creates (paths from ``notebooks/``)."""
+    from .study import Study
+
+    cwd = os.getcwd()
+    os.chdir(NOTEBOOK_DIR)
+    try:
+        kw = {k: params.get(k) for k in STUDY_KEYS}
+        study = Study(kw.pop("dataset"), kw.pop("profile"), kw.pop("data_root"), kw.pop("out_dir"), kw.pop("seed"),
+                      experiment="", **kw)
+        study.out_dir = study.out_dir.resolve()
+        study.results_dir, study.models_dir = study.out_dir / "results", study.out_dir / "models"
+        if study.data_root is not None:
+            study.data_root = str(Path(study.data_root).resolve())
+        return study
+    finally:
+        os.chdir(cwd)
+
+
+def shared_model_loss(model: str, params: dict) -> str | None:
+    """Loss specification of a shared U-Net model (``None`` for StarDist)."""
+    if model == "unet_dice":
+        return "dice"
+    if model == "unet_combo":  # the Dice + top-K model of notebooks 04 and 05 (their combo_k)
+        return f"dice+topk:{float(params.get('combo_k', 0.1)):g}"
+    if model == "stardist":
+        return None
+    raise JobError(f"unknown shared model {model!r}; known: unet_dice, unet_combo, stardist")
+
+
+def train_shared_model(run: Path, params: dict, model: str) -> Path:
+    """Train (or reuse) a shared model and write the marker ``models/<model>.json`` naming its folder."""
+    study = study_from_params(params)
+    loss = shared_model_loss(model, params)
+    if loss is None:
+        folder = Path(study.stardist(verbose=2).logdir)
+    else:
+        _, _, folder = study.unet(loss)
+    marker = Path(run) / "models" / f"{model}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"model": model, "loss": loss, "folder": str(Path(folder).name)}))
+    os.replace(tmp, marker)
+    return marker
+
+
+def curve_run(run: Path, params: dict, method: str, scale: float, seed: int) -> Path:
+    """Train and evaluate one learning-curve run (notebook 09's data); writes ``results/curves/<run>.csv``."""
+    from .curves import learning_curve, plan, run_name, run_variant
+
+    study = study_from_params(params)
+    p = plan(study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"),
+             params.get("stardist_scales"))
+    rows = learning_curve(run_variant(study, p, float(scale), int(seed)), method, p["budgets"])
+    out = Path(run) / "results" / "curves" / f"{run_name(method, float(scale), int(seed))}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    rows.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out
+
+
+def _cause(exc: Exception) -> str:
+    """The error inside a failed notebook (papermill keeps the kernel's exception name and message)."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    return f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+
+
+def execute_notebook(run: Path, params: dict, name: str) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` into ``<run>/notebooks/<name>.ipynb``, atomically.
+
+    On failure the partial notebook becomes ``<name>.failed.ipynb`` and the cause (the
+    exception raised in the notebook, e.g. a ``DataError`` naming a missing file) is
+    printed; the exit status is 1.
+    """
+    import papermill as pm
+
+    if name not in NOTEBOOKS:
+        raise JobError(f"unknown notebook {name!r}; notebooks are {', '.join(NOTEBOOKS)}")
+    out = Path(run) / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    target, partial, failed = out / f"{name}.ipynb", out / f"{name}.partial.ipynb", out / f"{name}.failed.ipynb"
+    for stale in (partial, failed):
+        stale.unlink(missing_ok=True)
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(partial), parameters=params,
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
+    except Exception as exc:
+        if partial.exists():
+            os.replace(partial, failed)
+        print(f"\nFAILED: notebook {name}\n  cause: {_cause(exc)[-2000:]}\n  the executed notebook with the "
+              f"error: {failed}", file=sys.stderr)
+        raise SystemExit(1) from None
+    os.replace(partial, target)
+    return target
+
+
+def versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) -> dict:
+    """Write ``results/summary.csv`` (fragments joined in notebook order) and ``results/run.json``.
+
+    Per-notebook seconds come from Snakemake's benchmark files (``<benchmarks>/<name>.tsv``).
+    """
+    import pandas as pd
+
+    from .machine import hardware
+    from .study import SUMMARY_COLUMNS, read_summary
+
+    run = Path(run)
+    results = run / "results"
+    parts = [read_summary(results / "parts" / f"{NOTEBOOKS[n][0]}.csv") for n in notebooks]
+    parts = [p for p in parts if len(p)]
+    summary = pd.concat(parts, ignore_index=True)[SUMMARY_COLUMNS] if parts else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    tmp = results / "summary.csv.tmp"
+    summary.to_csv(tmp, index=False)
+    os.replace(tmp, results / "summary.csv")
+    record = {"parameters": params, "dataset": params["dataset"], "profile": params["profile"], "notebooks": {}}
+    for n in notebooks:
+        bench = Path(benchmarks) / f"{n}.tsv"
+        seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")
+        record["notebooks"][n] = {"status": "ok", "seconds": round(seconds, 1)}
+    jobs = {}
+    for kind in ("model", "curve"):  # shared models, learning-curve runs
+        jobs[kind] = {f.stem[len(kind) + 1:]: round(float(pd.read_csv(f, sep="\t")["s"].iloc[0]), 1)
+                      for f in sorted(Path(benchmarks).glob(f"{kind}-*.tsv"))}
+    record["shared_models_seconds"], record["curve_runs_seconds"] = jobs["model"], jobs["curve"]
+    record["duration_s"] = round(sum(v["seconds"] for v in record["notebooks"].values())
+                                 + sum(sum(j.values()) for j in jobs.values()), 1)
+    record["assembled"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record.update({"hardware": hardware(), "versions": versions()})
+    tmp = results / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, results / "run.json")
+    return record
+
+
+def _read_record(path: Path) -> dict:
+    """A JSON record (``run.json``), empty when absent; JobError naming the file when unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"{path}: cannot read ({type(exc).__name__}: {exc}); move it away to start afresh") from exc
+
+
+def check_out(run: Path) -> None:
+    """Refuse a run folder inside ``reference/``: the published study changes only through ``publish``."""
+    run = Path(run).resolve()
+    reference = (REPO / "reference").resolve()
+    if reference in [run, *run.parents]:
+        raise JobError(f"{run} is inside reference/: run into another folder and use 'python -m nucseg_lib.runner "
+                       f"publish' to replace the reference run")
+
+
+def check_parameters(run: Path, params: dict) -> None:
+    """Refuse to run other parameters into a folder that holds a run (its summary would mix two runs)."""
+    path = Path(run) / "results" / "parameters.json"
+    if not path.exists():
+        if (Path(run) / "results" / "summary.csv").exists():
+            raise JobError(f"{Path(run) / 'results' / 'summary.csv'} exists but parameters.json does not: cannot "
+                           f"tell which run wrote it; use another output folder")
+        return
+    old = _read_record(path)
+    study_old = {k: old.get(k) for k in STUDY_KEYS}
+    study_new = {k: params.get(k) for k in STUDY_KEYS}
+    if study_old != study_new:
+        diff = ", ".join(f"{k} {study_old[k]!r} -> {study_new[k]!r}" for k in STUDY_KEYS if study_old[k] != study_new[k])
+        raise JobError(f"{run} holds a run with other parameters ({diff}); its summary.csv would mix the two. "
+                       f"Use another output folder (seed replicates go to <run>-seed<N>)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.jobs", description=__doc__.split("\n")[0])
+    ap.add_argument("job", choices=["model", "notebook", "curve", "assemble", "parameters"])
+    ap.add_argument("name", nargs="*")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--params", required=True, help="the notebooks' parameters as JSON")
+    ap.add_argument("--benchmarks", default=None)
+    a = ap.parse_args(argv)
+    params = json.loads(a.params)
+    run = Path(a.run)
+    try:
+        if a.job == "model":
+            train_shared_model(run, params, a.name[0])
+        elif a.job == "notebook":
+            execute_notebook(run, params, a.name[0])
+        elif a.job == "curve":
+            curve_run(run, params, a.name[0], float(a.name[1]), int(a.name[2]))
+        elif a.job == "assemble":
+            names = a.name or [n for n in NOTEBOOKS if (run / "notebooks" / f"{n}.ipynb").exists()]
+            assemble(run, params, Path(a.benchmarks), names)
+        elif a.job == "parameters":
+            check_parameters(run, params)
+            (run / "results").mkdir(parents=True, exist_ok=True)
+            (run / "results" / "parameters.json").write_text(json.dumps(params, indent=2))
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
