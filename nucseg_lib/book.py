@@ -7,22 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .claims import CLAIMS, f1_target, merged_target, verdict
 from .study import read_summary
-
-# (claim, experiment, method, metric, paper value or None, how to judge)
-CLAIMS = [
-    ("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
-    ("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),
-    ("Top-K alone, K = 10% of a patch: does not converge", "topk", "unet_topk_0.1", "dice", 0.002, "value"),
-    ("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
-    ("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
-    ("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
-    ("Boundary Dice of the Dice-loss U-Net", "boundary", "unet_dice", "boundary_dice", 0.56, "value"),
-    ("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
-    ("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
-    ("Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)", "beyond", "unet_boundary", "f1@0.5", None, "value"),
-]
-
 
 def _read_run(results_dir: Path) -> dict:
     """A results folder's ``run.json`` (empty when the run wrote none)."""
@@ -36,19 +22,6 @@ def _fmt(v, lo, hi):
     if pd.isna(lo):
         return f"{v:.3f}"
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def verdict(value, lo, hi, paper, how) -> str:
-    """'consistent' when the paper's number lies in our 95% CI, else which way and by how much."""
-    if paper is None or pd.isna(value):
-        return "new" if not pd.isna(value) else "not run"
-    if pd.isna(lo):
-        lo = hi = value
-    if how == "zero":
-        return "consistent (CI contains 0)" if lo <= 0 <= hi else f"differs ({value:+.3f})"
-    if lo - 1e-9 <= paper <= hi + 1e-9:
-        return "consistent"
-    return f"ours {'higher' if value > paper else 'lower'} by {abs(value - paper):.3f}"
 
 
 def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -101,8 +74,7 @@ def beyond_lines(summary: pd.DataFrame) -> list[str]:
              "components (`unet_dice_cc`).", "",
              f"- F1 at IoU 0.5: `unet_boundary` {_fmt(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
              f"{_fmt(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
-             + ("**met** on the point estimates" if f1_b.value >= f1_s.value
-                else f"**not met**, short by {f1_s.value - f1_b.value:.3f}")]
+             + f"**{f1_target(f1_b.value, f1_s.value)}** (point estimates)"]
     if diff is not None:
         contains = diff.ci_low <= 0 <= diff.ci_high
         lines.append(f"- paired difference `unet_boundary` - `stardist`: {diff.value:+.3f} "
@@ -111,8 +83,7 @@ def beyond_lines(summary: pd.DataFrame) -> list[str]:
                         if contains else "the interval excludes 0"))
     lines.append(f"- merged nuclei: `unet_boundary` {m_b.value:.0f} [{m_b.ci_low:.0f}, {m_b.ci_high:.0f}], "
                  f"`unet_dice_cc` {m_cc.value:.0f} [{m_cc.ci_low:.0f}, {m_cc.ci_high:.0f}]: "
-                 + ("**cut at least in half**" if m_b.value <= m_cc.value / 2
-                    else f"**not halved** ({m_b.value / max(m_cc.value, 1):.0%} of the Dice U-Net's count)"))
+                 + f"**{merged_target(m_b.value, m_cc.value)}**")
     return lines
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .data import load_dataset
 from .data.common import Sample
+from .claims import PAPER  # noqa: F401 (notebooks import it from here)
 
 SUMMARY_COLUMNS = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
 SUMMARY_KEY = ["experiment", "dataset", "profile", "method", "metric"]
@@ -79,17 +80,6 @@ PROFILES = {
                     curve_budgets=(1000, 2500, 5000, 10000), curve_stardist_scales={"coelho2009": 1}),
 }
 
-PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
-    ("baseline", "unet_dice", "dice"): 0.98,
-    ("boundary", "unet_dice", "boundary_dice"): 0.56,
-    ("topk", "unet_topk_0.1", "dice"): 0.002,
-    ("topk", "unet_topk_0.2", "dice"): 0.95,
-    ("topk", "unet_topk_0.5", "dice"): 0.96,
-    ("topk", "unet_dice", "dice"): 0.98,
-    ("topk", "unet_dice+topk_0.1", "dice"): 0.99,
-    ("stardist", "unet_oracle", "f1@0.5"): 0.78,
-    ("stardist", "stardist", "f1@0.5"): 0.88,
-}
 
 
 def get_profile(name: str) -> Profile:

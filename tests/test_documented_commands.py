@@ -3,9 +3,10 @@
 The commands are read from the fenced ``bash`` blocks of the two pages, so a command
 that is documented cannot break unnoticed. Substitutions, and only these, make them
 fit a test: ``profile=``/``-p profile`` become ``smoke``; the placeholder data folders
-``/path/to/coelho2009`` and ``/path/to/kromp`` become the shared Coelho copy and a small
-Kromp-layout copy that the test writes; output folders (``out=``, papermill's output and
-``out_dir``) go to a temporary folder, and Snakemake keeps its metadata there
+``/path/to/coelho2009``, ``/path/to/kromp``, ``/path/to/my-annotated-data`` and
+``/path/to/my-images`` become the shared Coelho copy, a small Kromp-layout copy, a small
+folder dataset and a folder of two images that the test writes; output folders (``out=``,
+``runs/...`` paths, papermill's output and ``out_dir``) go to a temporary folder, and Snakemake keeps its metadata there
 (``--directory``). The SLURM command runs as a dry run (``-n``: its jobs and their resources
 are planned, nothing is submitted; tests/test_workflow_slurm.py runs the study on a real
 SLURM). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
@@ -63,6 +64,13 @@ def _fake_kromp_for_smoke(root: Path) -> Path:
     return root
 
 
+def synthetic_images():
+    """Two synthetic 256x256 images (the 'own images' of the documented nucseg commands)."""
+    from nucseg_lib.data import synthetic
+
+    return synthetic.load(n_train=1, n_test=1, size=256, seed=9)
+
+
 def _prepare(cmd: str, tmp: Path, n: int) -> str:
     """The command with the substitutions of the module docstring."""
     coelho = shared_data() / "coelho2009"
@@ -72,13 +80,26 @@ def _prepare(cmd: str, tmp: Path, n: int) -> str:
         if not kromp.exists():
             _fake_kromp_for_smoke(kromp)
         cmd = cmd.replace("/path/to/kromp", str(kromp))
+    if "/path/to/my-annotated-data" in cmd:
+        from tests.test_folder_dataset import make_folder
+
+        mine = tmp / "my-annotated-data"
+        if not mine.exists():
+            make_folder(mine, n=12, size=256)
+        cmd = cmd.replace("/path/to/my-annotated-data", str(mine))
+    if "/path/to/my-images" in cmd:
+        images = tmp / "my-images"
+        if not images.exists():
+            images.mkdir()
+            for s in synthetic_images():
+                tifffile.imwrite(images / f"{s.name}.tif", s.image.astype(np.float32))
+        cmd = cmd.replace("/path/to/my-images", str(images))
+    cmd = re.sub(r"(?<![\w/])runs/([\w.-]+)", lambda m: str(tmp / f"runs_{m.group(1)}"), cmd)
     cmd = re.sub(r"(?<=\s)profile=\S+", "profile=smoke", cmd)
     cmd = re.sub(r"-p profile \S+", "-p profile smoke", cmd)
     cmd = re.sub(r"-p out_dir \S+", f"-p out_dir {tmp / f'nb-out-{n}'}", cmd)
     cmd = re.sub(r"(papermill \S+) \S+", rf"\1 {tmp / f'executed-{n}.ipynb'}", cmd)
-    if "snakemake" in cmd:
-        out = re.search(r"(?<=\s)out=(\S+)", cmd).group(1)  # the same out= in two commands: the same folder
-        cmd = cmd.replace(f"out={out}", f"out={tmp / out.replace('/', '_')}")
+    if "snakemake" in cmd:  # runs/X (out=, -m) became tmp/runs_X above: the same folder in every command
         cmd = cmd.replace("snakemake ", f"snakemake --directory {tmp} ", 1)
         if "profiles/slurm" in cmd:
             cmd = cmd.replace("snakemake ", "snakemake -n ", 1)
@@ -90,6 +111,7 @@ def test_the_pages_document_commands():
     assert "make book" in cmds and "make test" in cmds
     assert any("papermill" in c for c in cmds) and any("workflow/profiles/slurm" in c for c in cmds)
     assert any("seeds=[0,1,2]" in c for c in cmds) and any("k_fractions=" in c for c in cmds)
+    assert any("nucseg predict" in c for c in cmds) and any("dataset=folder" in c for c in cmds)
 
 
 @pytest.mark.slow
@@ -101,7 +123,7 @@ def test_documented_commands_run_as_written(tmp_path):
         args = shlex.split(cmd)
         if args[0] == "make":
             run = ["make", "-n", *args[1:]]
-        elif "snakemake" in args[0] or "papermill" in args[0]:
+        elif "snakemake" in args[0] or "papermill" in args[0] or args[0].endswith("bin/nucseg"):
             run = shlex.split(_prepare(cmd, tmp_path, n))
         else:
             pytest.fail(f"{doc}: no check for the documented command {cmd!r}; add one to this test")

@@ -125,3 +125,13 @@ def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
     summary = pd.read_csv(tmp_path / "results" / "parts" / "topk.csv")
     methods = set(summary[summary.experiment == "topk"].method)
     assert "unet_topk_0.05" in methods and "unet_topk_0.2" not in methods
+
+
+def test_notebook_8_targets_are_undetermined_on_degenerate_numbers():
+    from nucseg_lib.claims import f1_target, merged_target
+
+    assert f1_target(0.0, 0.0).startswith("undetermined") and f1_target(float("nan"), 0.8).startswith("undetermined")
+    assert f1_target(0.9, 0.8) == "met" and f1_target(0.7, 0.8) == "not met, short by 0.100"
+    assert f1_target(0.0, 0.5).startswith("not met")  # StarDist found nuclei, the U-Net none: a real loss
+    assert merged_target(0, 0).startswith("undetermined") and merged_target(2, 4) == "cut at least in half"
+    assert merged_target(3, 4).startswith("not halved (75%")

@@ -2,16 +2,17 @@
 
 - :mod:`~nucseg_lib.data.synthetic`: generated nuclei with exact labels (offline default);
 - :mod:`~nucseg_lib.data.coelho`: Coelho et al. 2009, U2OS and NIH3T3 (real, hand-labelled);
-- :mod:`~nucseg_lib.data.kromp`: Kromp et al. 2020, the paper's dataset (download needed).
+- :mod:`~nucseg_lib.data.kromp`: Kromp et al. 2020, the paper's dataset (download needed);
+- :mod:`~nucseg_lib.data.folder`: your own ``images/`` and ``labels/`` paired by file name.
 
 :func:`load_dataset` is the single entry point the notebooks use.
 """
 from __future__ import annotations
 
 from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample
-from . import coelho, kromp, synthetic
+from . import coelho, folder, kromp, synthetic
 
-DATASETS = ("synthetic", "coelho2009", "kromp2020")
+DATASETS = ("synthetic", "coelho2009", "kromp2020", "folder")
 
 
 def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, **kwargs) -> list[Sample]:
@@ -26,10 +27,12 @@ def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, *
         samples = coelho.load(root=root, split=split, **kwargs)
     elif name == kromp.NAME:
         samples = kromp.load(root=root, split=split, **kwargs)
+    elif name == folder.NAME:
+        samples = folder.load(root=root, split=split, **kwargs)
     else:
         raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
     return [rescale_sample(s, scale) for s in samples]
 
 
 __all__ = ["DATASETS", "DataError", "Sample", "load_dataset", "normalize_percentile", "read_image",
-           "read_labels", "rescale_sample", "coelho", "kromp", "synthetic"]
+           "read_labels", "rescale_sample", "coelho", "folder", "kromp", "synthetic"]

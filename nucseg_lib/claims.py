@@ -1,0 +1,76 @@
+"""The report's numbers and claims, and the rules that judge ours against them: one place for notebooks and book.
+
+- :data:`PAPER`: the report's reported numbers (fractions), keyed by (experiment, method, metric);
+- :data:`CLAIMS`: the rows of the results page's claims table;
+- :func:`verdict`: is the report's number inside our 95% CI?
+- :func:`f1_target` and :func:`merged_target`: notebook 8's target (the ground-truth-free
+  boundary U-Net against StarDist and the Dice U-Net), which say "undetermined" when the numbers
+  are degenerate (no nucleus found by either model) instead of declaring the target met.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
+    ("baseline", "unet_dice", "dice"): 0.98,
+    ("boundary", "unet_dice", "boundary_dice"): 0.56,
+    ("topk", "unet_topk_0.1", "dice"): 0.002,
+    ("topk", "unet_topk_0.2", "dice"): 0.95,
+    ("topk", "unet_topk_0.5", "dice"): 0.96,
+    ("topk", "unet_dice", "dice"): 0.98,
+    ("topk", "unet_dice+topk_0.1", "dice"): 0.99,
+    ("stardist", "unet_oracle", "f1@0.5"): 0.78,
+    ("stardist", "stardist", "f1@0.5"): 0.88,
+}
+
+# (claim, experiment, method, metric, paper value or None, how to judge)
+CLAIMS = [
+    ("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
+    ("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),
+    ("Top-K alone, K = 10% of a patch: does not converge", "topk", "unet_topk_0.1", "dice", 0.002, "value"),
+    ("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
+    ("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
+    ("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
+    ("Boundary Dice of the Dice-loss U-Net", "boundary", "unet_dice", "boundary_dice", 0.56, "value"),
+    ("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
+    ("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
+    ("Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)", "beyond", "unet_boundary", "f1@0.5", None, "value"),
+]
+
+
+def verdict(value, lo, hi, paper, how) -> str:
+    """'consistent' when the paper's number lies in our 95% CI, else which way and by how much."""
+    if paper is None or pd.isna(value):
+        return "new" if not pd.isna(value) else "not run"
+    if pd.isna(lo):
+        lo = hi = value
+    if how == "zero":
+        return "consistent (CI contains 0)" if lo <= 0 <= hi else f"differs ({value:+.3f})"
+    if lo - 1e-9 <= paper <= hi + 1e-9:
+        return "consistent"
+    return f"ours {'higher' if value > paper else 'lower'} by {abs(value - paper):.3f}"
+
+
+def f1_target(f1_boundary: float, f1_stardist: float) -> str:
+    """Notebook 8's first target: the boundary U-Net's F1 at IoU 0.5 at least StarDist's.
+
+    ``'met'``, ``'not met, short by X'`` or ``'undetermined'`` when either score is missing or
+    both are 0 (neither model found a nucleus: nothing is compared).
+    """
+    if pd.isna(f1_boundary) or pd.isna(f1_stardist) or (f1_boundary <= 0 and f1_stardist <= 0):
+        return "undetermined (neither model found nuclei)"
+    if f1_boundary >= f1_stardist:
+        return "met"
+    return f"not met, short by {f1_stardist - f1_boundary:.3f}"
+
+
+def merged_target(merged_boundary: float, merged_dice_cc: float) -> str:
+    """Notebook 8's second target: at most half the merged nuclei of the Dice U-Net with components.
+
+    ``'undetermined'`` when the Dice U-Net merged none (there is nothing to halve).
+    """
+    if pd.isna(merged_boundary) or pd.isna(merged_dice_cc) or merged_dice_cc <= 0:
+        return "undetermined (the Dice U-Net merged no nuclei)"
+    if merged_boundary <= merged_dice_cc / 2:
+        return "cut at least in half"
+    return f"not halved ({merged_boundary / merged_dice_cc:.0%} of the Dice U-Net's count)"

@@ -1,0 +1,143 @@
+"""The ``nucseg`` command: segment your own images with an exported model.
+
+    nucseg predict -o OUT images/                         # the published model, nucleus size estimated
+    nucseg predict -m runs/my-run/export/unet_boundary -o OUT --nucleus-diameter 30 a.tif b.png
+    nucseg predict -o OUT --pixel-size 0.65 'plate1/*.tif'
+
+For each input ``NAME.tif``/``.png`` it writes ``OUT/NAME_labels.tif`` (instance labels,
+uint16, or uint32 beyond 65535 nuclei), ``OUT/NAME_overlay.png`` (outlines on the image)
+and ``OUT/NAME_nuclei.csv`` (one row per nucleus). Inputs whose three outputs exist are
+skipped unless ``--overwrite``. A file that fails is reported by name and the others still
+run; the exit status is 1 when any failed, 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "models" / "unet_boundary-coelho2009"
+SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def expand_inputs(items) -> list[Path]:
+    """Files from files, folders (their .tif/.tiff/.png files) and glob patterns; errors name the item."""
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
+            if not found:
+                raise SystemExit(f"error: {p}: no {'/'.join(SUFFIXES)} files in this folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        elif any(c in item for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+            if not found:
+                raise SystemExit(f"error: {item}: no file matches this pattern")
+            out += found
+        else:
+            raise SystemExit(f"error: {item}: no such file or folder")
+    stems = {}
+    for f in out:
+        if f.stem in stems and stems[f.stem] != f:
+            raise SystemExit(f"error: {stems[f.stem]} and {f} would write the same outputs ({f.stem}_*); "
+                             f"segment them into different --out folders")
+        stems[f.stem] = f
+    return list(dict.fromkeys(out))
+
+
+def outputs(out: Path, stem: str) -> dict[str, Path]:
+    return {"labels": out / f"{stem}_labels.tif", "overlay": out / f"{stem}_overlay.png",
+            "table": out / f"{stem}_nuclei.csv"}
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_diameter) -> dict:
+    """Segment one file and write its three outputs; returns what was done (nuclei, factor, ...)."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from .data.common import read_image
+    from .predict import nucleus_table, outline_overlay
+
+    image = read_image(path, channel=channel)
+    labels, info = segmenter.segment(image, pixel_size=pixel_size, nucleus_diameter=nucleus_diameter)
+    files = outputs(out, path.stem)
+    dtype = np.uint16 if labels.max() < 2**16 else np.uint32
+    _write_atomic(files["labels"], lambda t: tifffile.imwrite(t, labels.astype(dtype), compression="zlib"))
+    _write_atomic(files["overlay"], lambda t: Image.fromarray(outline_overlay(image, labels)).save(t, format="PNG"))
+    _write_atomic(files["table"], lambda t: nucleus_table(labels, image, pixel_size).to_csv(t, index=False))
+    return {**info, "nuclei": int(labels.max())}
+
+
+def predict_main(a) -> int:
+    from tqdm import tqdm
+
+    from .predict import ModelError, Segmenter
+
+    files = expand_inputs(a.inputs)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in files if a.overwrite or not all(p.exists() for p in outputs(out, f.stem).values())]
+    if len(todo) < len(files):
+        print(f"skipping {len(files) - len(todo)} of {len(files)} images whose outputs exist in {out} "
+              f"(--overwrite to redo them)")
+    if not todo:
+        return 0
+    try:
+        segmenter = Segmenter(a.model)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: {a.model} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
+          + (f" at {segmenter.pixel_size:g} um/px" if segmenter.pixel_size else "") + ")")
+    failed = []
+    for f in tqdm(todo, desc="segmenting", unit="image", disable=not sys.stderr.isatty() and not a.progress):
+        try:
+            r = segment_file(segmenter, f, out, a.channel, a.pixel_size, a.nucleus_diameter)
+            tqdm.write(f"{f}: {r['nuclei']} nuclei (nucleus diameter {r['diameter_px']:.1f} px, {r['how']}; "
+                       f"scaled by 1/{r['factor']:.2f})")
+        except Exception as exc:  # one bad file must not stop the batch
+            failed.append((f, f"{type(exc).__name__}: {exc}"))
+            tqdm.write(f"FAILED {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"{len(todo) - len(failed)} of {len(todo)} images segmented into {out}")
+    if failed:
+        print(f"{len(failed)} failed:\n" + "\n".join(f"  {f}: {why}" for f, why in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="nucseg", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("predict", help="segment images with an exported model",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files (.tif, .tiff, .png), folders or glob patterns")
+    p.add_argument("-m", "--model", default=str(DEFAULT_MODEL),
+                   help=f"exported model folder (default: the published {DEFAULT_MODEL.name})")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--pixel-size", type=float, default=None, help="micrometres per pixel of the inputs")
+    p.add_argument("--nucleus-diameter", type=float, default=None,
+                   help="typical nucleus diameter in input pixels (default: estimated)")
+    p.add_argument("--channel", type=int, default=0, help="channel holding the nuclei in multi-channel images")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    a = ap.parse_args(argv)
+    if a.pixel_size is not None and a.nucleus_diameter is not None:
+        ap.error("give --pixel-size or --nucleus-diameter, not both")
+    return predict_main(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Segment your own images with an exported model: the right scale, instances, and labels at the input's size.
+
+An **exported model folder** carries everything needed to apply a model to new images
+(:func:`export_model` writes it; ``nucseg predict -m FOLDER`` reads it):
+
+- ``nucseg-model.json``: the method (``unet_boundary``: 3-class U-Net + watershed,
+  ``unet_dice_cc``: Dice U-Net + connected components, ``stardist``), the post-processing
+  parameters chosen on validation images, the normalization percentiles, and the scale the
+  model was trained at: the median nucleus diameter in the model's pixels
+  (``nucleus_diameter_px``, equivalent diameter sqrt(4 area / pi)) and, when known, the
+  pixel size in micrometres (``pixel_size_um``, at the model's scale);
+- the network: ``config.json`` + ``weights.pt`` (U-Net; float16 weights, to keep the folder
+  small) or ``stardist/`` (StarDist's own folder);
+- ``README.md``: the model card (what it was trained on, budget, test scores, intended use).
+
+Scale: a model finds nuclei of about the size it was trained on. :class:`Segmenter` rescales
+each input so that its nuclei have that size: by the input's pixel size (``pixel_size``,
+when the model records one), by its nucleus diameter in input pixels (``nucleus_diameter``),
+or, given neither, by a diameter it estimates from a first pass. It then predicts, builds
+instances and returns labels at the input's own size (nearest neighbour).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE = "nucseg-model.json"
+METHODS = ("unet_boundary", "unet_dice_cc", "stardist")
+MIN_NUCLEI_FOR_ESTIMATE = 3
+
+
+class ModelError(ValueError):
+    """An exported model folder is missing, incomplete or unreadable; names the folder and the file."""
+
+
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameter sqrt(4 area / pi) of every labelled object, in pixels."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def median_diameter(label_images) -> float:
+    """Median equivalent diameter (pixels) over all nuclei of ``label_images``; NaN when there are none."""
+    d = np.concatenate([equivalent_diameters(lab) for lab in label_images] or [np.array([])])
+    return float(np.median(d)) if len(d) else float("nan")
+
+
+def export_model(out, method: str, postprocess: dict, train_labels, scale: float = 1.0, source=None,
+                 stardist_model=None, pixel_size_um: float | None = None, card: str = "",
+                 extra: dict | None = None, weights=None) -> Path:
+    """Write an exported model folder ``out`` (see the module docstring); returns it.
+
+    ``source``: a trained U-Net folder (:mod:`nucseg_lib.training`); ``stardist_model``: a
+    trained StarDist model (``method='stardist'``). ``train_labels``: the training label
+    images at the model's scale (their median nucleus diameter is recorded); ``scale``: the
+    factor by which the training images were downscaled (the first guess for new images).
+    ``pixel_size_um``: micrometres per pixel at the model's scale, if known. ``weights``: other
+    weights of ``source``'s model than its ``weights.pt`` (a learning-curve snapshot).
+    """
+    import torch
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    out = Path(out)
+    stage = out.with_name(f".{out.name}.exporting")
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    if method == "stardist":
+        src = Path(stardist_model.basedir) / stardist_model.name
+        (stage / "stardist").mkdir()
+        for f in ("config.json", "weights_best.h5", "thresholds.json"):
+            shutil.copy(src / f, stage / "stardist" / f)
+    else:
+        source = Path(source)
+        shutil.copy(source / "config.json", stage / "config.json")
+        state = torch.load(Path(weights or source / "weights.pt"), map_location="cpu", weights_only=True)
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, stage / "weights.pt")
+    settings = {"method": method, "postprocess": postprocess, "normalization": {"pmin": 1.0, "pmax": 99.8},
+                "nucleus_diameter_px": median_diameter(train_labels), "pixel_size_um": pixel_size_um,
+                "scale": float(scale),
+                **(extra or {})}
+    (stage / MODEL_FILE).write_text(json.dumps(settings, indent=2))
+    (stage / "README.md").write_text(card or f"# {method}\n\nExported by nucseg_lib.predict.export_model.\n")
+    if out.exists():
+        shutil.rmtree(out)
+    stage.rename(out)
+    return out
+
+
+def model_card(title: str, settings: dict, trained_on: str, budget: str, hardware: str, scores,
+               failures: str = "", use: str = "", scored_at: str = "the images' native resolution") -> str:
+    """The README of an exported model: what, trained on what and how long, test scores with CIs, use, limits.
+
+    ``scores``: rows with ``metric, value, ci_low, ci_high, n_images`` (e.g. from
+    :func:`~nucseg_lib.metrics.instance_summary`).
+    """
+    rows = "\n".join(f"| {r.metric} | {r.value:.3f} | {r.ci_low:.3f}-{r.ci_high:.3f} | {int(r.n_images)} |"
+                     for r in scores.itertuples())
+    pix = f"{settings['pixel_size_um']:g} um/px" if settings.get("pixel_size_um") else "not recorded"
+    return f"""# {title}
+
+**Method:** `{settings['method']}`; post-processing (chosen on validation images):
+`{json.dumps(settings.get('postprocess'))}`.
+
+**Trained on:** {trained_on}
+
+**Scale:** trained at 1/{settings.get('scale', 1):g} of the images' native size; median nucleus
+diameter {settings['nucleus_diameter_px']:.1f} px at that scale (equivalent diameter); pixel size {pix}.
+`nucseg predict` rescales new images to this scale (`--pixel-size`, `--nucleus-diameter`, or an estimate).
+
+**Training budget:** {budget}. **Hardware:** {hardware}.
+
+**Test scores** (pooled over the held-out test images, at {scored_at}; 95% bootstrap CI):
+
+| metric | value | 95% CI | images |
+|---|---|---|---|
+{rows}
+
+**Intended use:** {use or "2D fluorescence images of stained nuclei (DAPI/Hoechst), one channel, nuclei of a few to a few tens of micrometres. Research use; check a sample of the outlines (the overlay PNGs) before relying on counts."}
+
+**Known failure modes:** {failures or "see the study's notebook 8 (hardest test images)."}
+
+Weights are stored in float16 (to keep the repository small); they are loaded into a float32 model.
+"""
+
+
+def read_settings(folder) -> dict:
+    """The ``nucseg-model.json`` of an exported model folder; ModelError naming what is wrong."""
+    folder = Path(folder)
+    path = folder / MODEL_FILE
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such model folder")
+    if not path.is_file():
+        raise ModelError(f"{folder}: not an exported model (no {MODEL_FILE}); export one with "
+                         f"nucseg_lib.predict.export_model (notebook 08 exports its models to <run>/export/)")
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    if settings.get("method") not in METHODS:
+        raise ModelError(f"{path}: method must be one of {METHODS}, got {settings.get('method')!r}")
+    d = settings.get("nucleus_diameter_px")
+    if not (isinstance(d, (int, float)) and d > 0):
+        raise ModelError(f"{path}: nucleus_diameter_px must be a positive number, got {d!r}")
+    return settings
+
+
+class Segmenter:
+    """An exported model, ready to segment images of any size and scale (see the module docstring)."""
+
+    def __init__(self, folder, device=None):
+        self.folder = Path(folder)
+        self.settings = read_settings(self.folder)
+        self.method = self.settings["method"]
+        self.diameter = float(self.settings["nucleus_diameter_px"])
+        self.pixel_size = self.settings.get("pixel_size_um")
+        self.post = dict(self.settings.get("postprocess") or {})
+        if self.method == "stardist":
+            from .stardist_baseline import load_stardist
+
+            self.model = load_stardist(self.folder / "stardist")
+        else:
+            from .training import ModelFolderError, _model_with_weights
+
+            try:
+                self.model, _ = _model_with_weights(self.folder, self.folder / "weights.pt", device)
+            except (ModelFolderError, FileNotFoundError) as exc:
+                raise ModelError(str(exc)) from exc
+            self.model.float()
+
+    # ------------------------------------------------------------------ scale
+    def factor(self, pixel_size: float | None = None, nucleus_diameter: float | None = None) -> float | None:
+        """Downscaling factor that brings an input to the model's scale (None: to be estimated)."""
+        if nucleus_diameter is not None:
+            if not nucleus_diameter > 0:
+                raise ValueError(f"nucleus diameter must be > 0 pixels, got {nucleus_diameter}")
+            return float(nucleus_diameter) / self.diameter
+        if pixel_size is not None:
+            if not pixel_size > 0:
+                raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
+            if not self.pixel_size:
+                raise ValueError(f"{self.folder}: this model records no pixel size; give the nuclei's diameter in "
+                                 f"pixels instead (--nucleus-diameter), or none to have it estimated")
+            return float(self.pixel_size) / float(pixel_size)
+        return None
+
+    # ------------------------------------------------------------------ prediction
+    def _instances_at(self, image: np.ndarray, factor: float) -> np.ndarray:
+        """Instances of ``image`` predicted at 1/``factor`` of its size, returned at its own size."""
+        from skimage.transform import resize
+
+        from .data.common import resize_labels
+        from .inference import MIN_SIDE
+
+        h, w = image.shape
+        shape = (max(1, round(h / factor)), max(1, round(w / factor)))
+        if min(shape) < MIN_SIDE:
+            raise ValueError(f"image {image.shape} at the model's scale (1/{factor:.3g}) would be {shape}, smaller "
+                             f"than {MIN_SIDE} pixels: are the nuclei really {factor * self.diameter:.0f} pixels "
+                             f"wide? Check --pixel-size / --nucleus-diameter")
+        small = image if shape == image.shape else resize(image.astype(np.float32), shape, order=1,
+                                                          anti_aliasing=factor > 1, preserve_range=True)
+        return resize_labels(self._instances(small.astype(np.float32)), image.shape)
+
+    def _instances(self, image: np.ndarray) -> np.ndarray:
+        from .inference import foreground_probability, predict_probabilities
+        from .instances import connected_components, watershed_boundary
+
+        if self.method == "stardist":
+            from .stardist_baseline import predict_stardist
+
+            return predict_stardist(self.model, image)
+        probs = predict_probabilities(self.model, image)
+        if self.method == "unet_boundary":
+            return watershed_boundary(probs, **self.post)
+        return connected_components(foreground_probability(probs), **self.post)
+
+    def segment(self, image: np.ndarray, pixel_size: float | None = None,
+                nucleus_diameter: float | None = None) -> tuple[np.ndarray, dict]:
+        """Instance labels (int32, the input's shape) and what was done (``factor``, ``diameter_px``, ``how``).
+
+        Without ``pixel_size`` or ``nucleus_diameter`` the nucleus diameter is estimated: a first
+        pass at the model's own training scale (or, if it finds fewer than 3 nuclei, at the
+        factor among 1, 2, 4, 8 that finds the most) gives the median nucleus diameter in input
+        pixels, and a second pass runs at the factor it implies.
+        """
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2-D image, got shape {image.shape} (select a channel with --channel)")
+        if not np.isfinite(image).all():
+            raise ValueError("image has NaN or infinite values")
+        f = self.factor(pixel_size, nucleus_diameter)
+        if f is not None:
+            how = "pixel size" if nucleus_diameter is None else "nucleus diameter"
+            return self._instances_at(image, f), {"factor": f, "diameter_px": f * self.diameter, "how": how}
+        first = float(self.settings.get("scale", 1.0))
+        tried = {}
+        for cand in [first] + [c for c in (1.0, 2.0, 4.0, 8.0) if c != first]:
+            try:
+                tried[cand] = self._instances_at(image, cand)
+            except ValueError:
+                continue
+            if tried[cand].max() >= MIN_NUCLEI_FOR_ESTIMATE:
+                break
+        if not tried:
+            raise ValueError(f"image {image.shape} is too small for this model at any scale")
+        best = max(tried, key=lambda c: tried[c].max())
+        d = median_diameter([tried[best]])
+        if not np.isfinite(d):
+            return tried[best], {"factor": best, "diameter_px": float("nan"), "how": "estimate failed: no nuclei"}
+        f = d / self.diameter
+        if abs(f / best - 1) < 0.1:  # the first pass was already at the right scale
+            return tried[best], {"factor": best, "diameter_px": d, "how": "estimated"}
+        labels = self._instances_at(image, f)
+        return labels, {"factor": f, "diameter_px": median_diameter([labels]), "how": "estimated"}
+
+
+def nucleus_table(labels: np.ndarray, image: np.ndarray, pixel_size: float | None = None):
+    """One row per nucleus: label, area (pixels and, with ``pixel_size``, square micrometres), centroid
+    (y, x in pixels), mean intensity, eccentricity, solidity (``skimage.measure.regionprops_table``)."""
+    import pandas as pd
+    from skimage.measure import regionprops_table
+
+    props = ("label", "area", "centroid", "intensity_mean", "eccentricity", "solidity")
+    t = pd.DataFrame(regionprops_table(labels, intensity_image=np.asarray(image, dtype=np.float32),
+                                       properties=props))
+    t = t.rename(columns={"area": "area_px", "centroid-0": "centroid_y", "centroid-1": "centroid_x",
+                          "intensity_mean": "mean_intensity"})
+    if pixel_size:
+        t.insert(2, "area_um2", t.area_px * float(pixel_size) ** 2)
+    return t
+
+
+def outline_overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """RGB uint8: the image (percentile-normalized, grey) with nucleus outlines in yellow."""
+    from skimage.segmentation import find_boundaries
+
+    from .data.common import normalize_percentile
+
+    grey = (np.clip(normalize_percentile(image), 0, 1) * 255).astype(np.uint8)
+    rgb = np.stack([grey] * 3, axis=-1)
+    rgb[find_boundaries(labels, mode="inner")] = (255, 220, 0)
+    return rgb
