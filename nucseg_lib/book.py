@@ -10,6 +10,7 @@ import pandas as pd
 from .claims import CLAIMS, f1_target, merged_target, verdict
 from .study import read_summary
 
+
 def _read_run(results_dir: Path) -> dict:
     """A results folder's ``run.json`` (empty when the run wrote none)."""
     path = Path(results_dir) / "run.json"

@@ -222,3 +222,39 @@ def _common_seconds(curves: pd.DataFrame, n: int = 6) -> np.ndarray:
     if not hi > lo:
         return np.array([hi])
     return np.geomspace(lo, hi, n).round(0)
+
+
+def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps: int, out) -> Path:
+    """Export the learning-curve snapshot of ``(method, scale, seed)`` after ``steps`` as a model folder for
+    ``nucseg predict`` (:func:`nucseg_lib.predict.export_model`), with its validation-tuned post-processing
+    and a model card holding its test scores at native resolution. U-Net methods only."""
+    from .machine import cpu_name
+    from .predict import export_model, model_card, read_settings
+    from .training import snapshots
+
+    if METHODS.get(method) is None:
+        raise ValueError(f"export_snapshot exports U-Net runs ({', '.join(m for m in METHODS if METHODS[m])}), "
+                         f"not {method!r}")
+    variant = run_variant(study, p, scale, seed)
+    folder = train_long_run(variant, method, p["budgets"])
+    snaps = snapshots(folder)
+    if steps not in set(snaps.steps):
+        raise ValueError(f"{folder}: no snapshot at {steps} steps; snapshots: {list(snaps.steps)}")
+    snap = snaps[snaps.steps == steps].iloc[0]
+    row = evaluate_snapshot(variant, method, folder, snap)
+    out = export_model(out, method, json.loads(row["postprocess"]), [s.labels for s in variant.train],
+                       scale=scale, source=folder, weights=snap.weights)
+    scores = pd.DataFrame([{"metric": m, "value": row[m], "ci_low": row[f"{m}_ci_low"],
+                            "ci_high": row[f"{m}_ci_high"], "n_images": row["n_images"]} for m in SCORES])
+    card = model_card(
+        f"{method}: nuclei segmentation trained on {study.dataset}", read_settings(out),
+        trained_on=f"{len(variant.train)} training images of {study.dataset} at 1/{scale:g} size "
+                   f"(validation: {len(variant.val)} images); training seed {seed}",
+        budget=f"{steps} steps of batch {variant.profile.batch_size} ({row['precision']}), "
+               f"{row['train_seconds']:.0f} s of training",
+        hardware=cpu_name(), scores=scores,
+        failures="touching nuclei whose shared border the network does not mark can be merged; faint or "
+                 "out-of-focus nuclei are missed (they are also unlabelled in the training data); images "
+                 "far from the training scale are wrong unless rescaled (give --nucleus-diameter)")
+    (out / "README.md").write_text(card)
+    return out

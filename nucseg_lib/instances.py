@@ -127,7 +127,9 @@ def tune_components(probs: list, truths: list, grid: dict | None = None, thresh:
 def tune_instances(make_instances, probs: list, truths: list, grid: dict, thresh: float = 0.5):
     """Grid search of ``make_instances(prob, **params)`` by pooled F1 at IoU ``thresh``; ``(best, table)``."""
     import itertools
+
     import pandas as pd
+
     from .metrics import evaluate_instances, pool
 
     keys = list(grid)

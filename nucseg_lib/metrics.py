@@ -245,7 +245,7 @@ def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "p
             continue
         ti = all_t.index(float(t))
         for m in metrics:
-            lo, hi = bootstrap_ci(lambda idx: pooled(ti, idx, m), len(images), n_boot, seed=seed)
+            lo, hi = bootstrap_ci(lambda idx, ti=ti, m=m: pooled(ti, idx, m), len(images), n_boot, seed=seed)
             rows.append({"metric": f"{m}@{float(t):g}", "value": pooled(ti, full, m), "ci_low": lo, "ci_high": hi})
 
     def ap(idx):
@@ -257,7 +257,7 @@ def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "p
     first = per_image[per_image["thresh"] == all_t[0]].set_index("image").loc[images]
     for m in ("merged", "split"):
         vals = first[m].to_numpy(float)
-        lo, hi = bootstrap_ci(lambda idx: vals[idx].sum(), len(vals), n_boot, seed=seed)
+        lo, hi = bootstrap_ci(lambda idx, vals=vals: vals[idx].sum(), len(vals), n_boot, seed=seed)
         rows.append({"metric": m, "value": float(vals.sum()), "ci_low": lo, "ci_high": hi})
     out = pd.DataFrame(rows)
     out["n_images"] = len(images)

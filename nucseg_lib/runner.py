@@ -8,6 +8,7 @@ This module does what the workflow engine does not::
 
     python -m nucseg_lib.runner book --run runs/synthetic-quick          # (re)build the book of a run
     python -m nucseg_lib.runner publish --run runs/coelho2009-cpu        # copy a run to reference/
+    python -m nucseg_lib.runner publish-model --run runs/coelho2009-curves   # the nucseg predict model
 
 A run folder holds ``notebooks/`` (executed), ``results/`` (``summary.csv``,
 ``run.json``, tidy tables), ``models/`` (cached models) and ``_build/html`` (the book).
@@ -21,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from .jobs import SCRATCH_NOTEBOOKS, JobError, _read_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +34,36 @@ def find_replicates(run: Path) -> list[Path]:
     """Results folders of the same run with other training seeds: sibling folders ``<run>-seed<N>``."""
     run = Path(run).resolve()
     return sorted(d / "results" for d in run.parent.glob(f"{run.name}-seed*") if (d / "results" / "summary.csv").exists())
+
+
+def book_config(config: dict) -> dict:
+    """The book's ``_config.yml`` for a build: with ``repository.url`` set (the one setting), the book shows
+    repository and issue buttons and a Colab launch button; without it, none of them (they would be dead).
+    Binder gets no button: its 2 GB cannot hold torch and TensorFlow."""
+    config = {**config, "html": dict(config.get("html") or {})}
+    url = ((config.get("repository") or {}).get("url") or "").strip()
+    config["html"]["use_repository_button"] = config["html"]["use_issues_button"] = bool(url)
+    if url:
+        config["launch_buttons"] = {"colab_url": "https://colab.research.google.com", "notebook_interface": "classic"}
+    else:
+        config.pop("repository", None)
+        config.pop("launch_buttons", None)
+    return config
+
+
+def run_description(results: Path) -> str:
+    """One paragraph saying what run a book shows: data, profile, seed, when, on which CPU."""
+    record = _read_record(Path(results) / "run.json")
+    if not record:
+        return "This book was built from a run without a run record."
+    p = record.get("parameters", {})
+    cpu = (record.get("hardware") or {}).get("cpu", "an unrecorded CPU")
+    data = {"synthetic": "the synthetic nuclei (generated, exact labels)", "coelho2009": "Coelho et al. 2009",
+            "kromp2020": "Kromp et al. 2020", "folder": "a folder of the reader's own images"}
+    when = str(record.get("assembled") or record.get("end") or "")[:10]
+    return (f"This book shows a run on **{data.get(record.get('dataset'), record.get('dataset'))}** with the "
+            f"`{record.get('profile')}` profile (training seed {p.get('seed', 0)}), assembled {when} on {cpu}; "
+            f"its settings, timings and package versions are on the results page.")
 
 
 def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
@@ -46,9 +79,12 @@ def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    for f in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / f, stage / f)
+    shutil.copy(REPO / "_toc.yml", stage / "_toc.yml")
+    (stage / "_config.yml").write_text(yaml.safe_dump(book_config(yaml.safe_load((REPO / "_config.yml").read_text())),
+                                                      sort_keys=False))
     shutil.copytree(REPO / "book", stage / "book")
+    intro = stage / "book" / "intro.md"
+    intro.write_text(intro.read_text().replace("<!-- run-description -->", run_description(run / "results")))
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     write_results_page(run / "results", stage / "book" / "results.md", replicates)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
@@ -114,15 +150,40 @@ def main(argv=None):
     p = sub.add_parser("publish", help="copy a run to reference/ (the study the book publishes)")
     p.add_argument("--run", required=True)
     p.add_argument("--to", default=str(REFERENCE / "coelho2009-cpu"))
+    m = sub.add_parser("publish-model", help="export a learning-curve snapshot as the published nucseg predict model")
+    m.add_argument("--run", required=True, help="a run folder whose notebook 09 has run")
+    m.add_argument("--method", default="unet_boundary")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--steps", type=int, default=None, help="snapshot (default: the largest budget)")
+    m.add_argument("--to", default=str(REPO / "models" / "unet_boundary-coelho2009"))
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "book":
+        if a.cmd == "publish-model":
+            publish_model(Path(a.run), a.method, a.seed, a.steps, Path(a.to))
+        elif a.cmd == "book":
             book(Path(a.run))
         elif a.cmd == "publish":
             publish(Path(a.run), Path(a.to))
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path) -> Path:
+    """Export a learning-curve snapshot of ``run`` (parameters from its ``results/parameters.json``) to ``to``."""
+    from .curves import export_snapshot, plan
+    from .jobs import study_from_params
+
+    params = _read_record(Path(run) / "results" / "parameters.json")
+    if not params:
+        raise JobError(f"{run}: no results/parameters.json; run the workflow into it first")
+    study = study_from_params(params)
+    p = plan(study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"),
+             params.get("stardist_scales"))
+    out = export_snapshot(study, p, method, study.scale, seed, steps or p["budgets"][-1], to)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
+    print(f"published {method} (seed {seed}) to {out} ({size:.1f} MiB)")
+    return out
 
 
 def book(run: Path) -> Path:

@@ -154,9 +154,7 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
 
-    from .training import TrainingDiverged, _read_json, _write_json_atomic
-
-    from .training import check_snapshot_steps
+    from .training import TrainingDiverged, _read_json, _write_json_atomic, check_snapshot_steps
 
     snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     folder = Path(basedir) / name
@@ -187,9 +185,7 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     (folder / "train_config.json").write_text(json.dumps({**asdict(config), "train_images": [s.name for s in train_samples],
                                                            "val_images": [s.name for s in val_samples]}, indent=2))
     model.prepare_for_training()
-    from keras.callbacks import CSVLogger
-
-    from keras.callbacks import TerminateOnNaN
+    from keras.callbacks import CSVLogger, TerminateOnNaN
 
     model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
     model.callbacks.append(TerminateOnNaN())

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .claims import PAPER  # noqa: F401 (notebooks import it from here)
 from .data import load_dataset
 from .data.common import Sample
-from .claims import PAPER  # noqa: F401 (notebooks import it from here)
 
 SUMMARY_COLUMNS = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
 SUMMARY_KEY = ["experiment", "dataset", "profile", "method", "metric"]
@@ -150,9 +150,8 @@ class Study:
 
     # ---------------------------------------------------------------- models
     def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
-        from .training import TrainConfig
-
         from .machine import resolve_precision
+        from .training import TrainConfig
 
         p = self.profile
         kw.setdefault("precision", resolve_precision(p.precision))

@@ -64,8 +64,8 @@ def test_rgb_image_with_signal_outside_channel_0_is_refused_with_the_channel(tmp
 
 
 def test_upper_case_suffixes_are_found(tmp_path):
-    from tests.test_data import _fake_kromp
     from nucseg_lib.data import kromp
+    from tests.test_data import _fake_kromp
 
     root = _fake_kromp(tmp_path / "k", n=4)
     for sub in ("rawimages", "groundtruth"):
@@ -76,8 +76,8 @@ def test_upper_case_suffixes_are_found(tmp_path):
 
 # ---------------------------------------------------------------- Kromp files
 def test_corrupt_kromp_description_csv_names_the_file(tmp_path):
-    from tests.test_data import _fake_kromp
     from nucseg_lib.data import kromp
+    from tests.test_data import _fake_kromp
 
     root = _fake_kromp(tmp_path / "k", n=4)
     (root / "image_description.csv").write_text("")
@@ -88,9 +88,9 @@ def test_corrupt_kromp_description_csv_names_the_file(tmp_path):
 def test_failed_extraction_leaves_no_dataset_behind(tmp_path):
     import zipfile
 
-    from tests.test_data import _fake_kromp
     from nucseg_lib.data import kromp
     from nucseg_lib.data.download import safe_extract_zip
+    from tests.test_data import _fake_kromp
 
     src = _fake_kromp(tmp_path / "src" / "dataset", n=4)
     archive = tmp_path / "dataset.zip"

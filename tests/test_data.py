@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_lib.data import DataError, Sample, load_dataset, normalize_percentile, read_image, read_labels
-from nucseg_lib.data import coelho, kromp, synthetic
+from nucseg_lib.data import (
+    DataError,
+    Sample,
+    coelho,
+    kromp,
+    load_dataset,
+    normalize_percentile,
+    read_image,
+    read_labels,
+    synthetic,
+)
 from nucseg_lib.data.common import pair_by_name, split_by_name
 from nucseg_lib.data.download import fetch, safe_extract_zip, sha256sum
 

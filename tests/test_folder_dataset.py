@@ -5,8 +5,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from nucseg_lib.data import DataError, load_dataset
-from nucseg_lib.data import synthetic
+from nucseg_lib.data import DataError, load_dataset, synthetic
 from tests.conftest import snakemake
 
 

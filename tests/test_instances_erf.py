@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import disk
 from nucseg_lib import instances as I
 from nucseg_lib.erf import effective_receptive_field, erf_radius, largest_nucleus_diameter
 from nucseg_lib.metrics import match_image
 from nucseg_lib.model import UNet
 from nucseg_lib.targets import three_class
+from tests.conftest import disk
 
 
 def touching_pair():

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
-from tests.conftest import disk
 from nucseg_lib import metrics as M
+from tests.conftest import disk
 
 
 def two_disks(shift):
@@ -107,7 +106,8 @@ def test_mean_with_ci():
 
 # ---- real labels from Coelho 2009 with perturbed predictions -----------------------------------------------
 def test_perturbed_real_labels(coelho_test):
-    from skimage.morphology import disk as fp_disk, erosion
+    from skimage.morphology import disk as fp_disk
+    from skimage.morphology import erosion
     from skimage.segmentation import relabel_sequential
 
     truth = coelho_test[0].labels

@@ -1,5 +1,4 @@
 """Segmenting your own images: scale handling (known answers), the nucseg command, exported models."""
-import json
 import subprocess
 import sys
 

@@ -9,8 +9,8 @@
 """
 from __future__ import annotations
 
-from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample
 from . import coelho, folder, kromp, synthetic
+from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample
 
 DATASETS = ("synthetic", "coelho2009", "kromp2020", "folder")
 

@@ -20,8 +20,17 @@ ISBI 2009, pp. 518-521. doi:10.1109/ISBI.2009.5193098
 """
 from __future__ import annotations
 
-
-from .common import DataError, files_with_suffix, Sample, data_root, pair_by_name, read_image, read_labels, select_split, split_by_name
+from .common import (
+    DataError,
+    Sample,
+    data_root,
+    files_with_suffix,
+    pair_by_name,
+    read_image,
+    read_labels,
+    select_split,
+    split_by_name,
+)
 
 NAME = "coelho2009"
 URL = "https://raw.githubusercontent.com/luispedro/Coelho2009_ISBI_NuclearSegmentation/master/"

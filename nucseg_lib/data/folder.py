@@ -25,8 +25,17 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .common import (DataError, Sample, data_root, files_with_suffix, pair_by_name, read_image, read_labels,
-                     select_split, split_by_name)
+from .common import (
+    DataError,
+    Sample,
+    data_root,
+    files_with_suffix,
+    pair_by_name,
+    read_image,
+    read_labels,
+    select_split,
+    split_by_name,
+)
 
 NAME = "folder"
 SUFFIXES = (".tif", ".tiff", ".png")

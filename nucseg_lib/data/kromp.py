@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DataError, files_with_suffix, Sample, data_root, pair_by_name, read_image, read_labels, select_split
+from .common import DataError, Sample, data_root, files_with_suffix, pair_by_name, read_image, read_labels, select_split
 from .download import fetch, safe_extract_zip
 
 NAME = "kromp2020"

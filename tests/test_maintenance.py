@@ -1,0 +1,105 @@
+"""What maintainers rely on: lint, the GitHub workflows, the citation file, the book's build step."""
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, **kw)
+
+
+def test_ruff_lints_the_code_and_the_notebooks():
+    r = run([str(BIN / "ruff"), "check", "nucseg_lib", "tests", "benchmarks", "--output-format", "concise"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run([str(BIN / "nbqa"), "ruff", "notebooks", "--output-format", "concise"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_github_workflows_are_valid(tmp_path):
+    assert {w.name for w in WORKFLOWS} == {"tests.yml", "book.yml"}
+    check = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
+    r = run(check + [str(w) for w in WORKFLOWS])
+    assert r.returncode == 0, r.stdout + r.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  build:\n    steps:\n      - run: echo hi\n")  # no runs-on
+    assert run(check + [str(broken)]).returncode != 0  # the check can fail
+    book = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
+    uses = [s.get("uses", "") for job in book["jobs"].values() for s in job["steps"]]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    tests = yaml.safe_load((REPO / ".github" / "workflows" / "tests.yml").read_text())
+    assert "pull_request" in tests[True] and any(".ci/run" in s.get("run", "") for s in tests["jobs"]["test"]["steps"])
+
+
+@pytest.mark.slow
+def test_the_pages_workflow_build_step_builds_the_reference_book():
+    """The deploy workflow's build step, run exactly as written, makes the folder it uploads."""
+    book = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
+    steps = book["jobs"]["build"]["steps"]
+    build = next(s for s in steps if s.get("name") == "Build the reference book")
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    results_page = (REPO / "book" / "results.md").read_text()
+    r = run(shlex.split(build["run"]))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    html = REPO / upload["with"]["path"]
+    assert (html / "index.html").is_file() and (html / "notebooks" / "08_beyond_instances.html").is_file()
+    # the build regenerates the committed results page from the reference run: nothing changes
+    assert (REPO / "book" / "results.md").read_text() == results_page
+
+
+def test_citation_file_is_valid_cff(tmp_path):
+    """CITATION.cff passes cffconvert's validation (in its own environment: it pins an old jsonschema)."""
+    import yaml as _yaml
+
+    cff = _yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["license"] == "MIT" and any("Nuclei Segmentation" in r["title"] for r in cff["references"])
+    venv = tmp_path / "cff"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "cffconvert==2.0.0"], capture_output=True,
+                         text=True)
+    if pip.returncode != 0:
+        pytest.skip(f"cffconvert could not be installed (no package registry?): {pip.stderr[-300:]}")
+    r = run([str(venv / "bin" / "cffconvert"), "--validate", "-i", "CITATION.cff"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_licence_matches_the_package_metadata():
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"]["text"] == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_repository_url_is_the_one_setting_for_the_books_buttons():
+    from nucseg_lib.runner import book_config
+
+    base = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert base["repository"]["url"] == ""  # unset here: no dead buttons
+    off = book_config(base)
+    assert not off["html"]["use_repository_button"] and "launch_buttons" not in off and "repository" not in off
+    on = book_config({**base, "repository": {**base["repository"], "url": "https://github.com/me/nucseg"}})
+    assert on["html"]["use_repository_button"] and on["html"]["use_issues_button"]
+    assert on["launch_buttons"] == {"colab_url": "https://colab.research.google.com", "notebook_interface": "classic"}
+    assert "binderhub_url" not in on["launch_buttons"]
+
+
+def test_each_book_says_what_its_run_is(tmp_path):
+    import json
+
+    from nucseg_lib.runner import run_description
+
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "synthetic", "profile": "quick", "parameters":
+                                                   {"seed": 0}, "assembled": "2026-11-25T06:00:00+00:00",
+                                                   "hardware": {"cpu": "AMD EPYC"}}))
+    text = run_description(tmp_path)
+    assert "synthetic nuclei" in text and "`quick` profile" in text and "AMD EPYC" in text and "2026-11-25" in text
+    assert "Coelho" not in text
