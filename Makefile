@@ -24,7 +24,7 @@ book: venv
 	$(SNAKEMAKE) --config profile=quick out=runs/synthetic-quick
 
 test: venv
-	$(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider
 
 # training seeds of notebook 08's replicates (sibling folders runs/coelho2009-cpu-seed<N>)
 REPLICATES ?= 1 2

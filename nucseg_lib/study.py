@@ -12,7 +12,8 @@ the splits, train (or reuse) models and record numbers. Results go to
 - ``<experiment>_*.csv``: tidy per-image tables behind the summary rows.
 
 Profiles (:data:`PROFILES`) set the data size and training budget:
-``smoke`` (seconds, CI and nbval), ``quick`` (the embedded synthetic data,
+``smoke`` (seconds, CI and nbval), ``demo`` (the notebooks' default in JupyterLab: about a
+minute of training per model), ``quick`` (the embedded synthetic data,
 about 20 minutes on 2 CPU cores), ``cpu`` (real data, downscaled, about 90
 minutes on 2 CPU cores) and ``full`` (the paper's settings, for a GPU).
 """
@@ -66,6 +67,12 @@ PROFILES = {
     # StarDist needs ~400 steps on the synthetic data: at 200 steps its object probabilities peaked at
     # ~0.2 and its F1 at IoU 0.5 was 0.02, at 400 steps 0.94. The quick profile gives it 20 epochs to the
     # U-Nets' 10.
+    # what a student stepping through a notebook in JupyterLab gets by default: about a minute of
+    # training per model on synthetic data, rough but real numbers
+    "demo": Profile("demo", epochs=8, steps_per_epoch=20, batch_size=4, patch_size=128, stardist_epochs=10,
+                    stardist_steps=30, scale={"coelho2009": 4, "kromp2020": 2},
+                    synthetic=dict(n_train=24, n_test=8, size=192), erf_images=4, n_boot=200,
+                    curve_budgets=(40, 80, 160), curve_seeds=(0,), curve_stardist_scales={}),
     "quick": Profile("quick", epochs=10, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
                      stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
                      synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16,
