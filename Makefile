@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data/coelho2009
 
-.PHONY: book test venv reference reference-book clean
+.PHONY: book test venv reference reference-book curves clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,14 @@ reference: venv
 	  $(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \
 	done
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
+
+# learning curves (notebook 09) on Coelho 2009: one job per method, scale and training seed (1 thread each,
+# as many at once as cores); published beside the reference run, and its boundary U-Net as the nucseg predict model
+curves: venv
+	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu-curves \
+	  notebooks=09 book=false threads=1
+	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-curves --to reference/coelho2009-cpu-curves
+	$(PY) -m nucseg_lib.runner publish-model --run runs/coelho2009-cpu-curves
 
 # rebuild the reference book (runs/reference-book) and regenerate book/results.md from reference/
 reference-book: venv

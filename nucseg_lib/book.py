@@ -27,7 +27,12 @@ def _fmt(v, lo, hi):
 
 def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for claim, exp, method, metric, paper, how in CLAIMS:
+    for claim, exp, method, metrics, paper, how in CLAIMS:
+        metrics = (metrics,) if isinstance(metrics, str) else metrics
+        recorded = [m for m in metrics if ((summary.experiment == exp) & (summary.metric == m)).any()]
+        metric = recorded[0] if recorded else metrics[0]
+        if metric != metrics[0]:
+            claim = f"{claim.split(' (')[0]} ({metric}: this run predates {metrics[0]})"
         sub = summary[(summary.experiment == exp) & (summary.metric == metric)]
         if method is not None:
             sub = sub[sub.method == method]
@@ -126,13 +131,36 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
+def curves_lines(curves: pd.DataFrame) -> list[str]:
+    """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``): who wins at equal steps
+    and at equal wall-clock time, per budget, with the seeds' spread."""
+    from .curves import leaders, winner_by_budget
+
+    seeds = sorted(curves.seed.unique())
+    lines = ["## How long to train: learning curves", "",
+             f"From {{doc}}`../notebooks/09_learning_curves`: one long run per method, scale and training seed "
+             f"(seeds {', '.join(map(str, seeds))}), its snapshots evaluated with post-processing tuned on "
+             f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
+             f"the seeds' mean [min-max]:", ""]
+    for by, label in (("steps", "training steps"), ("train_seconds", "training time (s)")):
+        w = winner_by_budget(curves, by=by)
+        w["run"] = w.method + " " + w.scale.map(lambda x: f"{x:g}x")
+        w["cell"] = [f"{m:.3f} [{lo:.3f}-{hi:.3f}]" for m, lo, hi in zip(w["mean"], w.low, w.high)]
+        table = w.pivot(index="budget", columns="run", values="cell").reset_index().rename(columns={"budget": label})
+        lines += [f"**At equal {label}:**", "", _md_table(table), ""]
+        lines += [f"- {b:g}: {v}" for b, v in zip(leaders(w).budget, leaders(w).verdict)] + [""]
+    return lines
+
+
+def write_results_page(results_dir: Path, target: Path, replicates=(), curves: Path | None = None) -> Path:
     """Write the markdown results page for the run whose results are in ``results_dir``.
 
     ``replicates``: results folders of the same study run with other training seeds (notebook
-    08 only); their headline numbers are tabulated next to this run's.
+    08 only); their headline numbers are tabulated next to this run's. ``curves``: the
+    learning curves' ``time_to_accuracy.csv`` (default: the run's own, if notebook 09 ran in it).
     """
     results_dir = Path(results_dir)
+    curves = Path(curves) if curves else results_dir / "time_to_accuracy.csv"
     summary = read_summary(results_dir / "summary.csv")
     run = _read_run(results_dir)
     hw, ver = run.get("hardware", {}), run.get("versions", {})
@@ -141,8 +169,8 @@ def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
              "this book; every number below is in those files.", "",
              "## The run", "",
              f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
-             f"- started {run.get('start', '?')}, last notebook finished {run.get('end', '?')}, "
-             f"notebooks took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
+             f"- finished {run.get('assembled') or run.get('end', '?')}; its jobs (notebooks, shared models, "
+             f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
              f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v), "",
              "| notebook | status | seconds |", "|---|---|---|"]
@@ -165,6 +193,8 @@ def write_results_page(results_dir: Path, target: Path, replicates=()) -> Path:
             lines += ["", "Training seeds: the same notebook run again with other seeds (same data and split, "
                       "`seeds=[0,N] notebooks=08` in the workflow). The spread between seeds is a second source of uncertainty, next to "
                       "the bootstrap intervals over test images.", "", _md_table(seeds)]
+        if curves.exists():
+            lines += [""] + curves_lines(pd.read_csv(curves))
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

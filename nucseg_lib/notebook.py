@@ -38,7 +38,7 @@ def findings(study: Study) -> str:
     from .study import read_summary
 
     summary = read_summary(study.summary_path)
-    mine = {c[0] for c in CLAIMS if c[1] == study.experiment}
+    mine = {c[0].split(" (")[0] for c in CLAIMS if c[1] == study.experiment}
     table = claims_table(summary)
     table = table[[any(str(c).startswith(m) for m in mine) for c in table.claim]]
     if table.empty:

@@ -66,15 +66,34 @@ def run_description(results: Path) -> str:
             f"its settings, timings and package versions are on the results page.")
 
 
-def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
+def find_curves(run: Path) -> Path | None:
+    """The learning-curve run that goes with ``run``: the sibling folder ``<run>-curves`` (notebook 09 run
+    on its own, as ``make curves`` does), if it holds an executed notebook 09."""
+    curves = Path(run).resolve().with_name(Path(run).resolve().name + "-curves")
+    return curves if (curves / "notebooks" / "09_learning_curves.ipynb").is_file() else None
+
+
+def _stage_toc(stage: Path) -> None:
+    """Keep in the staged ``_toc.yml`` only the notebooks the stage holds (a run of some notebooks builds)."""
+    toc = yaml.safe_load((stage / "_toc.yml").read_text())
+    for part in toc.get("parts", []):
+        part["chapters"] = [c for c in part["chapters"] if not c["file"].startswith("notebooks/")
+                            or (stage / f"{c['file']}.ipynb").is_file()]
+    (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+
+
+def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | None = None) -> Path:
     """Build the Jupyter Book of a run folder into ``<run>/_build/html``; returns that folder.
 
-    ``replicates`` (default: :func:`find_replicates`) go into the results page's seed table.
+    ``replicates`` (default: :func:`find_replicates`) go into the results page's seed table;
+    ``curves`` (default: :func:`find_curves`) is a learning-curve run whose notebook 09 and table
+    join the book when ``run`` has none of its own.
     """
     from .book import write_results_page
 
     run = Path(run).resolve()
     replicates = find_replicates(run) if replicates is None else replicates
+    curves = find_curves(run) if curves is None else curves
     stage = run / "_book_src"
     if stage.exists():
         shutil.rmtree(stage)
@@ -86,7 +105,12 @@ def build_book(run: Path, strict: bool = True, replicates=None) -> Path:
     intro = stage / "book" / "intro.md"
     intro.write_text(intro.read_text().replace("<!-- run-description -->", run_description(run / "results")))
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
-    write_results_page(run / "results", stage / "book" / "results.md", replicates)
+    curves_table = run / "results" / "time_to_accuracy.csv"
+    if curves and not (stage / "notebooks" / "09_learning_curves.ipynb").exists():
+        shutil.copy(curves / "notebooks" / "09_learning_curves.ipynb", stage / "notebooks")
+        curves_table = curves / "results" / "time_to_accuracy.csv"
+    _stage_toc(stage)
+    write_results_page(run / "results", stage / "book" / "results.md", replicates, curves_table)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
     if strict:
         cmd.append("-W")
@@ -188,19 +212,20 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
 
 def book(run: Path) -> Path:
     """Build the book of ``run``; for the reference run, also regenerate the repository's results page."""
-    replicates = find_replicates(run)
+    replicates, curves = find_replicates(run), find_curves(run)
     if run.resolve() == (REFERENCE / "coelho2009-cpu").resolve():
         from .book import write_results_page
 
         # the committed results page of the repository's book follows the reference run
-        write_results_page(run / "results", REPO / "book" / "results.md", replicates)
+        write_results_page(run / "results", REPO / "book" / "results.md", replicates,
+                           curves / "results" / "time_to_accuracy.csv" if curves else None)
         # build the reference book outside the reference folder, so the repository stays clean
         tmp = REPO / "runs" / "reference-book"
         if tmp.exists():
             shutil.rmtree(tmp)
         shutil.copytree(run, tmp)
         run = tmp
-    return build_book(run, replicates=replicates)
+    return build_book(run, replicates=replicates, curves=curves)
 
 
 if __name__ == "__main__":
