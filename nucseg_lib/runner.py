@@ -74,12 +74,20 @@ def find_curves(run: Path) -> Path | None:
 
 
 def _stage_toc(stage: Path) -> None:
-    """Keep in the staged ``_toc.yml`` only the notebooks the stage holds (a run of some notebooks builds)."""
+    """Keep in the staged ``_toc.yml`` only the notebooks the stage holds (a run of some notebooks builds),
+    and turn the book pages' links to the others into plain text."""
     toc = yaml.safe_load((stage / "_toc.yml").read_text())
+    missing = []
     for part in toc.get("parts", []):
-        part["chapters"] = [c for c in part["chapters"] if not c["file"].startswith("notebooks/")
-                            or (stage / f"{c['file']}.ipynb").is_file()]
+        missing += [c["file"] for c in part["chapters"] if c["file"].startswith("notebooks/")
+                    and not (stage / f"{c['file']}.ipynb").is_file()]
+        part["chapters"] = [c for c in part["chapters"] if c["file"] not in missing]
     (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    for page in (stage / "book").glob("*.md"):  # links to a notebook this run lacks become plain text
+        text = page.read_text()
+        for f in missing:
+            text = text.replace(f"{{doc}}`../{f}`", f"notebook `{f.split('/')[-1]}` (not part of this run)")
+        page.write_text(text)
 
 
 def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | None = None) -> Path:
@@ -124,6 +132,30 @@ def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | N
     return html
 
 
+def relative_paths(text: str) -> str:
+    """``text`` with absolute paths under the repository's parent folder made relative to ``notebooks/``
+    (where the notebooks run), so published files name no machine's folders."""
+    import re
+
+    from .jobs import notebook_path
+
+    root = re.escape(str(REPO.parent.resolve()))
+    return re.sub(root + r"/[^\s\"'\\,)\]}]*", lambda m: notebook_path(m.group(0)), text)
+
+
+def sanitize_published(folder: Path) -> int:
+    """Rewrite machine paths in a published folder's notebooks and JSON/CSV files; returns files changed."""
+    changed = 0
+    for f in sorted(Path(folder).rglob("*")):
+        if f.suffix in (".ipynb", ".json", ".csv", ".md") and f.is_file():
+            text = f.read_text()
+            new = relative_paths(text)
+            if new != text:
+                f.write_text(new)
+                changed += 1
+    return changed
+
+
 def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
     """Copy a run's executed notebooks and results (not its models or build) to ``to``.
 
@@ -158,6 +190,7 @@ def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
     stage.mkdir(parents=True)
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     shutil.copytree(run / "results", stage / "results")
+    sanitize_published(stage)
     if to.exists():
         os.replace(to, old)
     os.replace(stage, to)

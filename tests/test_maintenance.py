@@ -103,3 +103,14 @@ def test_each_book_says_what_its_run_is(tmp_path):
     text = run_description(tmp_path)
     assert "synthetic nuclei" in text and "`quick` profile" in text and "AMD EPYC" in text and "2026-11-25" in text
     assert "Coelho" not in text
+
+
+def test_published_files_name_no_machine_paths():
+    from nucseg_lib.runner import REFERENCE, relative_paths
+
+    machine = str(REPO.parent.resolve())
+    for f in sorted(REFERENCE.rglob("*")):
+        if f.is_file() and f.suffix in (".ipynb", ".json", ".csv", ".md"):
+            assert machine not in f.read_text(), f"{f.relative_to(REPO)} names {machine}"
+    text = f'out_dir = "{REPO}/runs/x"; data_root: {REPO.parent}/shared/data/coelho2009, nb {REPO}/notebooks/a.ipynb'
+    assert relative_paths(text) == 'out_dir = "../runs/x"; data_root: ../../shared/data/coelho2009, nb a.ipynb'
