@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .sizes import largest_nucleus_diameter  # noqa: F401 (notebook 7 imports it from here)
+
 
 def _inputs(images: Sequence[np.ndarray], size: int, n: int, seed: int) -> torch.Tensor:
     """``n`` random ``size`` x ``size`` crops of normalized images (float32, N x 1 x size x size)."""
@@ -99,10 +101,3 @@ def erf_radius(erf: np.ndarray, position: tuple[int, int] | None = None, mass: f
     if cum[-1] == 0:
         return 0.0
     return float(r[order][np.searchsorted(cum, mass * cum[-1])])
-
-
-def largest_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float:
-    """Largest maximum Feret diameter (pixels) of any nucleus in the label images: its longest extent."""
-    from skimage.measure import regionprops
-
-    return float(max((r.feret_diameter_max for lab in label_images for r in regionprops(lab)), default=0.0))

@@ -28,7 +28,22 @@ COUNT_COLUMNS = ("tp", "fp", "fn", "n_true", "n_pred", "sum_iou")
 def dice(truth: np.ndarray, pred: np.ndarray) -> float:
     """Pixel Dice 2|A∩B| / (|A| + |B|) of two masks (nonzero = foreground).
 
-    Two empty masks agree perfectly: Dice 1.0 by definition.
+    Parameters
+    ----------
+    truth, pred : array (H, W)
+        Masks or label images of the same shape; nonzero pixels are foreground.
+
+    Returns
+    -------
+    float
+        Dice in [0, 1]. Two empty masks agree perfectly: 1.0 by definition.
+
+    Examples
+    --------
+    >>> a = np.zeros((4, 4), bool); a[:2] = True     # 8 pixels
+    >>> b = np.zeros((4, 4), bool); b[1:3] = True    # 8 pixels, 4 of them shared
+    >>> dice(a, b)
+    0.5
     """
     a = np.asarray(truth) > 0
     b = np.asarray(pred) > 0
@@ -108,8 +123,25 @@ def merged_and_split(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) ->
 def match_image(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:
     """Per-threshold counts for one image: columns ``thresh`` and :data:`COUNT_COLUMNS`.
 
-    ``sum_iou`` is the sum of IoUs of the matched pairs, so that panoptic
-    quality can be pooled over images exactly.
+    Parameters
+    ----------
+    truth, pred : int array (H, W)
+        Instance label images (0 = background, 1..n = objects); a float array is refused.
+    thresholds : sequence of float
+        IoU thresholds at which a predicted object matches a true one (one-to-one, optimal).
+
+    Returns
+    -------
+    DataFrame
+        One row per threshold: ``thresh, tp, fp, fn, n_true, n_pred, sum_iou``; ``sum_iou`` is
+        the sum of IoUs of the matched pairs, so that panoptic quality pools over images exactly.
+
+    Examples
+    --------
+    >>> truth = np.zeros((10, 10), int); truth[1:5, 1:5] = 1; truth[6:9, 6:9] = 2
+    >>> pred = np.zeros((10, 10), int); pred[1:5, 1:5] = 1    # finds the first nucleus only
+    >>> match_image(truth, pred, thresholds=[0.5])[["tp", "fp", "fn"]].iloc[0].tolist()
+    [1, 0, 1]
     """
     from stardist.matching import matching
 
@@ -161,9 +193,31 @@ def evaluate_instances(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]
                        groups: Sequence[str] | None = None, thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:
     """Tidy per-image table: one row per (image, threshold) with counts, scores, merged and split.
 
-    Columns: ``image, group, thresh, tp, fp, fn, n_true, n_pred, sum_iou, precision,
-    recall, f1, accuracy, pq, mean_true_score, merged, merged_nuclei, split, split_pieces``
-    (merge and split counts do not depend on the threshold and repeat on each row).
+    Parameters
+    ----------
+    truths, preds : sequences of int arrays
+        Ground-truth and predicted instance label images, in the same order.
+    names : sequence of str
+        One unique name per image (pooling and bootstrapping are per image).
+    groups : sequence of str, optional
+        A group per image (e.g. the cell line) for per-group pooling.
+    thresholds : sequence of float
+        IoU thresholds (default 0.5, 0.55, ..., 0.95).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``image, group, thresh, tp, fp, fn, n_true, n_pred, sum_iou, precision,
+        recall, f1, accuracy, pq, mean_true_score, merged, merged_nuclei, split, split_pieces``
+        (merge and split counts do not depend on the threshold and repeat on each row).
+
+    Examples
+    --------
+    >>> truth = np.zeros((10, 10), int); truth[1:5, 1:5] = 1; truth[6:9, 6:9] = 2
+    >>> merged = (truth > 0).astype(int)             # one prediction covering both nuclei
+    >>> row = evaluate_instances([truth], [merged], ["a"], thresholds=[0.5]).iloc[0]
+    >>> int(row.tp), int(row.merged), int(row.merged_nuclei)
+    (1, 1, 2)
     """
     if not (len(truths) == len(preds) == len(names)):
         raise ValueError(f"truths, preds and names must have the same length, got {len(truths)}, {len(preds)} "
@@ -189,7 +243,26 @@ def evaluate_instances(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]
 def pool(per_image: pd.DataFrame, by: Sequence[str] = ("thresh",)) -> pd.DataFrame:
     """Pool a per-image table (from :func:`evaluate_instances`) by summing counts within ``by``.
 
-    Pass ``by=("group", "thresh")`` for per-group scores.
+    Parameters
+    ----------
+    per_image : DataFrame
+        The table of :func:`evaluate_instances`.
+    by : sequence of str
+        Columns to pool within: ``("thresh",)`` for dataset scores, ``("group", "thresh")``
+        for per-group scores.
+
+    Returns
+    -------
+    DataFrame
+        Summed counts, ``n_images`` and the scores of :func:`scores_from_counts`, one row per
+        value of ``by``.
+
+    Examples
+    --------
+    >>> truth = np.zeros((10, 10), int); truth[1:5, 1:5] = 1; truth[6:9, 6:9] = 2
+    >>> pred = np.zeros((10, 10), int); pred[1:5, 1:5] = 1
+    >>> round(float(pool(evaluate_instances([truth], [pred], ["a"], thresholds=[0.5])).f1.iloc[0]), 3)
+    0.667
     """
     by = list(by)
     sums = per_image.groupby(by)[list(COUNT_COLUMNS) + ["merged", "split"]].sum()
@@ -227,8 +300,27 @@ def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "p
                      thresholds: Sequence[float] = (0.5,), n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Pooled scores with 95% bootstrap CIs over images: columns ``metric, value, ci_low, ci_high, n_images``.
 
-    Metric names are ``<metric>@<thresh>`` plus ``ap@0.5:0.95`` (mean accuracy over
-    all thresholds in the table), ``merged`` and ``split`` (totals over images).
+    Parameters
+    ----------
+    per_image : DataFrame
+        The table of :func:`evaluate_instances`.
+    metrics : sequence of str
+        Scores of :func:`scores_from_counts` to report at each of ``thresholds``.
+    n_boot, seed : int
+        Bootstrap resamples of the images, and the generator's seed.
+
+    Returns
+    -------
+    DataFrame
+        Rows ``<metric>@<thresh>``, ``ap@0.5:0.95`` (mean accuracy over all thresholds in the
+        table, when it has more than one) and ``merged``/``split`` (totals over images).
+
+    Examples
+    --------
+    >>> truth = np.zeros((10, 10), int); truth[1:5, 1:5] = 1; truth[6:9, 6:9] = 2
+    >>> per_image = evaluate_instances([truth], [truth], ["a"], thresholds=[0.5, 0.9])
+    >>> instance_summary(per_image, metrics=("f1",), n_boot=10).metric.tolist()
+    ['f1@0.5', 'ap@0.5:0.9', 'merged', 'split']
     """
     images = per_image["image"].unique()
     all_t = sorted(per_image["thresh"].unique())

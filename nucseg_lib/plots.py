@@ -16,8 +16,8 @@ def outlines(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(np.asarray(labels), mode="inner")
 
 
-def show_image(ax, image, title: str = "", scale_px: float | None = None):
-    """Show a percentile-normalized grey image without ticks; ``scale_px`` labels the axes in pixels."""
+def show_image(ax, image, title: str = ""):
+    """Show a percentile-normalized grey image with its axes labelled in pixels."""
     ax.imshow(np.clip(normalize_percentile(image), 0, 1), cmap="gray")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x (px)", fontsize=8)

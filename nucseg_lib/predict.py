@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sizes import equivalent_diameters, median_diameter  # noqa: F401 (part of this module's API)
+
 MODEL_FILE = "nucseg-model.json"
 METHODS = ("unet_boundary", "unet_dice_cc", "stardist")
 MIN_NUCLEI_FOR_ESTIMATE = 3
@@ -34,18 +36,6 @@ MIN_NUCLEI_FOR_ESTIMATE = 3
 
 class ModelError(ValueError):
     """An exported model folder is missing, incomplete or unreadable; names the folder and the file."""
-
-
-def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
-    """Equivalent diameter sqrt(4 area / pi) of every labelled object, in pixels."""
-    areas = np.bincount(np.asarray(labels).ravel())[1:]
-    return np.sqrt(4 * areas[areas > 0] / np.pi)
-
-
-def median_diameter(label_images) -> float:
-    """Median equivalent diameter (pixels) over all nuclei of ``label_images``; NaN when there are none."""
-    d = np.concatenate([equivalent_diameters(lab) for lab in label_images] or [np.array([])])
-    return float(np.median(d)) if len(d) else float("nan")
 
 
 def export_model(out, method: str, postprocess: dict, train_labels, scale: float = 1.0, source=None,

@@ -114,3 +114,14 @@ def test_published_files_name_no_machine_paths():
             assert machine not in f.read_text(), f"{f.relative_to(REPO)} names {machine}"
     text = f'out_dir = "{REPO}/runs/x"; data_root: {REPO.parent}/shared/data/coelho2009, nb {REPO}/notebooks/a.ipynb'
     assert relative_paths(text) == 'out_dir = "../runs/x"; data_root: ../../shared/data/coelho2009, nb a.ipynb'
+
+
+def test_docstring_examples_of_the_public_metrics_and_instances_run():
+    import doctest
+
+    import nucseg_lib.instances
+    import nucseg_lib.metrics
+
+    for module in (nucseg_lib.metrics, nucseg_lib.instances):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= 3 and result.failed == 0, module.__name__

@@ -144,3 +144,62 @@ def test_pixel_size_gives_areas_in_square_micrometres():
     t = nucleus_table(labels, np.ones((20, 20)), pixel_size=0.5)
     assert t.area_px[0] == 20 and t.area_um2[0] == pytest.approx(5.0)
     assert (t.centroid_y[0], t.centroid_x[0]) == (3.5, 4.0)
+
+
+PUBLISHED = REPO / "models" / "unet_boundary-coelho2009"
+
+
+def _cli_labels(tmp_path, name, image, *args):
+    """Run ``nucseg predict`` (as documented) on one image; returns its labels and the scale it chose."""
+    import re
+
+    folder = tmp_path / f"in-{name}"
+    folder.mkdir()
+    tifffile.imwrite(folder / f"{name}.tif", image)
+    r = subprocess.run(NUCSEG + ["predict", "-o", str(tmp_path / "out"), *args, str(folder)], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    factor = float(re.search(r"scaled by 1/([0-9.]+)", r.stdout).group(1))
+    return tifffile.imread(tmp_path / "out" / f"{name}_labels.tif").astype(np.int32), factor
+
+
+def _study_path_f1(segmenter, images, truths, factor):
+    """Notebook 8's path: the image downscaled to the model's scale, watershed with the tuned parameters,
+    scored against the downscaled ground truth."""
+    from nucseg_lib.data.common import Sample, rescale_sample
+
+    small = [rescale_sample(Sample(im.astype(np.float32), t, name="x"), factor) for im, t in zip(images, truths)]
+    preds = [segmenter._instances(s.image) for s in small]
+    return pool(evaluate_instances([s.labels for s in small], preds, [str(i) for i in range(len(small))],
+                                   thresholds=(0.5,))).f1.iloc[0]
+
+
+@pytest.mark.slow
+def test_published_model_on_a_coelho_image_at_native_size(tmp_path, coelho_test):
+    settings = read_settings(PUBLISHED)
+    assert settings["method"] == "unet_boundary" and settings["scale"] == 4
+    size = sum(f.stat().st_size for f in PUBLISHED.rglob("*") if f.is_file())
+    assert size < 10 * 2**20  # what enters git stays small (float16 weights)
+    s = coelho_test[0]
+    labels, factor = _cli_labels(tmp_path, "coelho", s.image.astype(np.uint8))  # nucleus size estimated
+    assert labels.shape == s.image.shape and 3.0 < factor < 5.5  # near the 4x the model was trained at
+    cli_f1 = f1(s.labels, labels)
+    study_f1 = _study_path_f1(Segmenter(PUBLISHED), [s.image], [s.labels], 4.0)
+    assert abs(cli_f1 - study_f1) <= 0.02, (cli_f1, study_f1)
+    assert cli_f1 > 0.8
+
+
+@pytest.mark.slow
+def test_published_model_on_stardists_sample_image(tmp_path):
+    from stardist.data import test_image_nuclei_2d
+
+    from nucseg_lib.predict import median_diameter
+
+    image, truth = test_image_nuclei_2d(return_mask=True)
+    diameter = median_diameter([truth])  # the user knows their nuclei's size
+    labels, factor = _cli_labels(tmp_path, "stardist_sample", image, "--nucleus-diameter", f"{diameter:.1f}")
+    seg = Segmenter(PUBLISHED)
+    assert factor == pytest.approx(diameter / seg.diameter, rel=0.01)
+    cli_f1 = f1(truth, labels)
+    assert abs(cli_f1 - _study_path_f1(seg, [image], [truth], factor)) <= 0.02
+    assert cli_f1 > 0.5
