@@ -20,7 +20,12 @@ OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "patch_size")
 
 def setup(experiment: str, parameters: dict) -> Study:
     """The Study of a notebook run, from its parameters (the notebook passes ``globals()``)."""
+    import warnings
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
+    # tqdm.auto (used by libraries) warns when ipywidgets is missing, then falls back to a text bar:
+    # the bar is what we want, the warning would only end up in the published outputs
+    warnings.filterwarnings("ignore", message="IProgress not found")
     missing = [k for k in PARAMETERS if k not in parameters]
     if missing:
         raise NameError(f"run the parameters cell first (missing: {', '.join(missing)})")

@@ -259,6 +259,22 @@ class Study:
         self.record_rows(summ)
         return summ
 
+    def score_instances(self, preds: dict, table: str):
+        """Score each method's instance labels on the test images: ``(per_image, summary)``.
+
+        ``preds`` maps a method name to its label images, in the order of :attr:`test`. The
+        per-image table (:func:`~nucseg_lib.metrics.evaluate_instances`, with a ``method``
+        column) is saved as ``results/<table>.csv`` and the pooled scores with CIs are recorded
+        (:meth:`record_instances`) and returned.
+        """
+        from .metrics import evaluate_instances
+
+        truths, names, groups = [s.labels for s in self.test], [s.name for s in self.test], [s.group for s in self.test]
+        per_image = pd.concat([evaluate_instances(truths, p, names, groups).assign(method=m) for m, p in preds.items()])
+        self.save_table(table, per_image)
+        summary = pd.concat([self.record_instances(m, per_image[per_image.method == m]) for m in preds])
+        return per_image, summary
+
     def save_table(self, name: str, df: pd.DataFrame) -> None:
         """Write a tidy table to ``results/<name>.csv`` (returns nothing, so a notebook cell ending
         with it shows no output)."""
