@@ -76,7 +76,7 @@ PROFILES = {
     "quick": Profile("quick", epochs=10, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
                      stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
                      synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16,
-                     curve_budgets=(40, 80, 160), curve_stardist_scales={"coelho2009": 2}),
+                     curve_budgets=(40, 80, 160), curve_seeds=(0,), curve_stardist_scales={"coelho2009": 2}),
     "cpu": Profile("cpu", epochs=20, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
                    stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
                    synthetic=dict(n_train=80, n_test=25, size=256), erf_images=32,
