@@ -12,6 +12,7 @@ StarDist runs it, timed per step after 5 warm-up steps), the seconds one batch t
 prepare (augmentation + star distances, StarDist's data generator, in the main thread),
 and the same for the network step alone (``train_on_batch`` on a ready batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,22 @@ def run_one(a) -> dict:
 
     samples = load_dataset(a.dataset, "train", root=a.data_root, scale=a.scale)[: a.images]
     X, Y = _prepare(samples)
-    conf = Config2D(n_rays=32, grid=(2, 2), n_channel_in=1, train_patch_size=(a.patch, a.patch),
-                    train_batch_size=a.batch, train_tensorboard=False, use_gpu=False)
+    conf = Config2D(
+        n_rays=32,
+        grid=(2, 2),
+        n_channel_in=1,
+        train_patch_size=(a.patch, a.patch),
+        train_batch_size=a.batch,
+        train_tensorboard=False,
+        use_gpu=False,
+    )
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         model = StarDist2D(conf, name="bench", basedir=tmp)
         model.prepare_for_training()
         model.callbacks = []  # no checkpoint files, no LR schedule: time the steps
+
         class EpochTimer(keras.callbacks.Callback):  # step time including data feeding
             def on_epoch_begin(self, epoch, logs=None):
                 self.t = time.perf_counter()
@@ -55,8 +64,16 @@ def run_one(a) -> dict:
         model.keras_model.fit = lambda *x, **k: fit(*x, **{**k, "verbose": 0})
         aug = _augment if a.augment == "study" else None
         workers = data_workers(a.workers)
-        model.train(X, Y, validation_data=(X[:2], Y[:2]), augmenter=aug, epochs=2, steps_per_epoch=a.steps,
-                    seed=0, workers=workers)
+        model.train(
+            X,
+            Y,
+            validation_data=(X[:2], Y[:2]),
+            augmenter=aug,
+            epochs=2,
+            steps_per_epoch=a.steps,
+            seed=0,
+            workers=workers,
+        )
         gen = model.data_train
         t = time.perf_counter()
         for i in range(10):
@@ -69,9 +86,19 @@ def run_one(a) -> dict:
             model.keras_model.train_on_batch(xb, yb)
         net_s = (time.perf_counter() - t) / 10
     epoch2 = epoch_times[-1] / a.steps
-    return {"scale": a.scale, "batch": a.batch, "patch": a.patch, "threads": a.threads, "augment": a.augment,
-            "workers": workers, "fit_s_per_step": round(epoch2, 4), "patches_per_s": round(a.batch / epoch2, 1),
-            "data_s_per_batch": round(data_s, 4), "net_s_per_step": round(net_s, 4), "tf_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+    return {
+        "scale": a.scale,
+        "batch": a.batch,
+        "patch": a.patch,
+        "threads": a.threads,
+        "augment": a.augment,
+        "workers": workers,
+        "fit_s_per_step": round(epoch2, 4),
+        "patches_per_s": round(a.batch / epoch2, 1),
+        "data_s_per_batch": round(data_s, 4),
+        "net_s_per_step": round(net_s, 4),
+        "tf_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
 
 
 CONFIGS = [  # the investigation: the study's settings, then one change at a time
@@ -109,8 +136,19 @@ def main():
 
     rows = []
     for c in CONFIGS:
-        cmd = [sys.executable, __file__, "--json", "--dataset", a.dataset, "--steps", str(a.steps),
-               "--images", str(a.images), "--patch", str(a.patch)] + sum(([f"--{k}", str(v)] for k, v in c.items()), [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--json",
+            "--dataset",
+            a.dataset,
+            "--steps",
+            str(a.steps),
+            "--images",
+            str(a.images),
+            "--patch",
+            str(a.patch),
+        ] + sum(([f"--{k}", str(v)] for k, v in c.items()), [])
         if a.data_root:
             cmd += ["--data-root", a.data_root]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -120,8 +158,10 @@ def main():
             continue
         rows.append(json.loads(line[-1]))
         print(rows[-1], flush=True)
-    print(f"\nStarDist2D training throughput on {cpu_name()} ({os.cpu_count()} cores), {a.dataset}, "
-          f"patch {a.patch}x{a.patch}:")
+    print(
+        f"\nStarDist2D training throughput on {cpu_name()} ({os.cpu_count()} cores), {a.dataset}, "
+        f"patch {a.patch}x{a.patch}:"
+    )
     print(pd.DataFrame(rows).to_string(index=False))
 
 

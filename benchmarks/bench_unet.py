@@ -14,6 +14,7 @@ Training: patches/s and achieved GFLOP/s (FLOPs of forward + backward counted on
 torch.utils.flop_counter, divided by the measured step time), channels_last memory format.
 Inference: seconds per megapixel for one image, whole-image and tiled.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,8 +116,10 @@ def main():
         for patch in sorted({128, a.patch}):
             dt, pps, gflops = bench_train(device, a.batch, patch, a.steps, p)
             rows[(p, patch)] = dt
-            print(f"train {p}: batch {a.batch} x {patch}^2: {dt:.3f} s/step, {pps:.1f} patches/s, "
-                  f"{gflops:.0f} GFLOP/s = {gflops / peaks[p]:.0%} of the {p} matmul peak")
+            print(
+                f"train {p}: batch {a.batch} x {patch}^2: {dt:.3f} s/step, {pps:.1f} patches/s, "
+                f"{gflops:.0f} GFLOP/s = {gflops / peaks[p]:.0%} of the {p} matmul peak"
+            )
         for tile in (None, 512):
             sec = bench_infer(device, a.size, 2, tile, p)
             print(f"inference {p} {a.size}x{a.size}, tile {tile}: {sec:.3f} s per megapixel")

@@ -10,6 +10,7 @@ learning curves: watershed tuned on validation images, test F1 at native resolut
 bootstrap CIs. bf16 is used only where the CPU supports it natively; elsewhere both rows are
 fp32 and the comparison says nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,22 @@ def main():
             rows.append(learning_curve(variant, "unet_boundary", p["budgets"]))
     table = pd.concat(rows, ignore_index=True)
     table.to_csv(os.path.join(a.out, "bf16_parity.csv"), index=False)
-    cols = ["precision", "seed", "steps", "train_seconds", "f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7",
-            "ap@0.5:0.95"]
-    print(f"unet_boundary on {a.dataset} ({a.profile} profile data), {cpu_name()} "
-          f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "
-          f"threads")
+    cols = [
+        "precision",
+        "seed",
+        "steps",
+        "train_seconds",
+        "f1@0.5",
+        "f1@0.5_ci_low",
+        "f1@0.5_ci_high",
+        "f1@0.7",
+        "ap@0.5:0.95",
+    ]
+    print(
+        f"unet_boundary on {a.dataset} ({a.profile} profile data), {cpu_name()} "
+        f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "
+        f"threads"
+    )
     print(table[cols].round(3).to_string(index=False))
 
 

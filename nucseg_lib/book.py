@@ -1,4 +1,5 @@
 """The book's results page, generated from a run's ``results/summary.csv`` and ``results/run.json``."""
+
 from __future__ import annotations
 
 import json
@@ -36,30 +37,53 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
         sub = summary[(summary.experiment == exp) & (summary.metric == metric)]
         if method is not None:
             sub = sub[sub.method == method]
-            div = summary[(summary.experiment == exp) & (summary.method == method)
-                          & (summary.metric == "diverged_at_step")]
+            div = summary[
+                (summary.experiment == exp) & (summary.method == method) & (summary.metric == "diverged_at_step")
+            ]
             if len(div):
                 step = int(div.value.iloc[0])
-                rows.append({"claim": claim, "paper": "" if paper is None else f"{paper:.3f}",
-                             "ours [95% CI]": f"diverged at step {step}", "n images": "",
-                             "verdict": "training diverged (non-finite loss); no model to score"})
+                rows.append(
+                    {
+                        "claim": claim,
+                        "paper": "" if paper is None else f"{paper:.3f}",
+                        "ours [95% CI]": f"diverged at step {step}",
+                        "n images": "",
+                        "verdict": "training diverged (non-finite loss); no model to score",
+                    }
+                )
                 continue
         if len(sub) == 0:
-            rows.append({"claim": claim, "paper": paper, "ours [95% CI]": "not run", "n images": "", "verdict": "not run"})
+            rows.append(
+                {"claim": claim, "paper": paper, "ours [95% CI]": "not run", "n images": "", "verdict": "not run"}
+            )
             continue
         r = sub.iloc[0]
-        rows.append({"claim": claim + ("" if method is not None else f" ({r.method})"),
-                     "paper": "" if paper is None else f"{paper:.3f}",
-                     "ours [95% CI]": _fmt(r.value, r.ci_low, r.ci_high), "n images": int(r.n_images),
-                     "verdict": verdict(r.value, r.ci_low, r.ci_high, paper, how)})
-    erf = summary[(summary.experiment == "receptive_field") & (summary.method == "unet_dice")
-                  & (summary.metric == "erf_diameter95_px")]
+        rows.append(
+            {
+                "claim": claim + ("" if method is not None else f" ({r.method})"),
+                "paper": "" if paper is None else f"{paper:.3f}",
+                "ours [95% CI]": _fmt(r.value, r.ci_low, r.ci_high),
+                "n images": int(r.n_images),
+                "verdict": verdict(r.value, r.ci_low, r.ci_high, paper, how),
+            }
+        )
+    erf = summary[
+        (summary.experiment == "receptive_field")
+        & (summary.method == "unet_dice")
+        & (summary.metric == "erf_diameter95_px")
+    ]
     big = summary[(summary.experiment == "receptive_field") & (summary.metric == "largest_nucleus_feret_px")]
     if len(erf) and len(big):
         d, n = float(erf.value.iloc[0]), float(big.value.iloc[0])
-        rows.append({"claim": "ERF (95% mass diameter, px) larger than the largest nucleus (px)", "paper": "yes",
-                     "ours [95% CI]": f"{d:.0f} vs {n:.0f}", "n images": int(erf.n_images.iloc[0]),
-                     "verdict": "consistent" if d > n else "not reproduced"})
+        rows.append(
+            {
+                "claim": "ERF (95% mass diameter, px) larger than the largest nucleus (px)",
+                "paper": "yes",
+                "ours [95% CI]": f"{d:.0f} vs {n:.0f}",
+                "n images": int(erf.n_images.iloc[0]),
+                "verdict": "consistent" if d > n else "not reproduced",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -75,21 +99,31 @@ def beyond_lines(summary: pd.DataFrame) -> list[str]:
     diff = get("unet_boundary", "f1@0.5_minus_stardist")
     if f1_b is None or f1_s is None or m_b is None or m_cc is None:
         return ["Notebook 08 has not run in this run."]
-    lines = ["Target: the ground-truth-free boundary-aware U-Net (`unet_boundary`) reaches at least StarDist's "
-             "F1 at IoU 0.5, and has at most half the merged nuclei of the Dice-loss U-Net with connected "
-             "components (`unet_dice_cc`).", "",
-             f"- F1 at IoU 0.5: `unet_boundary` {_fmt(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
-             f"{_fmt(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
-             + f"**{f1_target(f1_b.value, f1_s.value)}** (point estimates)"]
+    lines = [
+        "Target: the ground-truth-free boundary-aware U-Net (`unet_boundary`) reaches at least StarDist's "
+        "F1 at IoU 0.5, and has at most half the merged nuclei of the Dice-loss U-Net with connected "
+        "components (`unet_dice_cc`).",
+        "",
+        f"- F1 at IoU 0.5: `unet_boundary` {_fmt(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
+        f"{_fmt(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
+        + f"**{f1_target(f1_b.value, f1_s.value)}** (point estimates)",
+    ]
     if diff is not None:
         contains = diff.ci_low <= 0 <= diff.ci_high
-        lines.append(f"- paired difference `unet_boundary` - `stardist`: {diff.value:+.3f} "
-                     f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}] over {int(diff.n_images)} test images: "
-                     + ("the interval contains 0, so this test set cannot tell the two apart"
-                        if contains else "the interval excludes 0"))
-    lines.append(f"- merged nuclei: `unet_boundary` {m_b.value:.0f} [{m_b.ci_low:.0f}, {m_b.ci_high:.0f}], "
-                 f"`unet_dice_cc` {m_cc.value:.0f} [{m_cc.ci_low:.0f}, {m_cc.ci_high:.0f}]: "
-                 + f"**{merged_target(m_b.value, m_cc.value)}**")
+        lines.append(
+            f"- paired difference `unet_boundary` - `stardist`: {diff.value:+.3f} "
+            f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}] over {int(diff.n_images)} test images: "
+            + (
+                "the interval contains 0, so this test set cannot tell the two apart"
+                if contains
+                else "the interval excludes 0"
+            )
+        )
+    lines.append(
+        f"- merged nuclei: `unet_boundary` {m_b.value:.0f} [{m_b.ci_low:.0f}, {m_b.ci_high:.0f}], "
+        f"`unet_dice_cc` {m_cc.value:.0f} [{m_cc.ci_low:.0f}, {m_cc.ci_high:.0f}]: "
+        + f"**{merged_target(m_b.value, m_cc.value)}**"
+    )
     return lines
 
 
@@ -113,13 +147,17 @@ def seed_table(results_dirs: list[Path]) -> pd.DataFrame:
 
         diff = [get("unet_boundary", "f1@0.5_minus_stardist", column=c) for c in ("value", "ci_low", "ci_high")]
 
-        rows.append({"seed": run.get("parameters", {}).get("seed", "?"),
-                     "F1@0.5 unet_boundary": f"{get('unet_boundary', 'f1@0.5'):.3f}",
-                     "F1@0.5 stardist": f"{get('stardist', 'f1@0.5'):.3f}",
-                     "F1@0.5 unet_dice_cc": f"{get('unet_dice_cc', 'f1@0.5'):.3f}",
-                     "pixel Dice unet_dice": f"{get('unet_dice', 'dice'):.3f}",
-                     "boundary - stardist [95% CI]": f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]",
-                     "merged boundary / dice_cc": f"{get('unet_boundary', 'merged'):.0f} / {get('unet_dice_cc', 'merged'):.0f}"})
+        rows.append(
+            {
+                "seed": run.get("parameters", {}).get("seed", "?"),
+                "F1@0.5 unet_boundary": f"{get('unet_boundary', 'f1@0.5'):.3f}",
+                "F1@0.5 stardist": f"{get('stardist', 'f1@0.5'):.3f}",
+                "F1@0.5 unet_dice_cc": f"{get('unet_dice_cc', 'f1@0.5'):.3f}",
+                "pixel Dice unet_dice": f"{get('unet_dice', 'dice'):.3f}",
+                "boundary - stardist [95% CI]": f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]",
+                "merged boundary / dice_cc": f"{get('unet_boundary', 'merged'):.0f} / {get('unet_dice_cc', 'merged'):.0f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -137,11 +175,15 @@ def curves_lines(curves: pd.DataFrame) -> list[str]:
     from .curves import leaders, winner_by_budget
 
     seeds = sorted(curves.seed.unique())
-    lines = ["## How long to train: learning curves", "",
-             f"From {{doc}}`../notebooks/09_learning_curves`: one long run per method, scale and training seed "
-             f"(seeds {', '.join(map(str, seeds))}), its snapshots evaluated with post-processing tuned on "
-             f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
-             f"the seeds' mean [min-max]:", ""]
+    lines = [
+        "## How long to train: learning curves",
+        "",
+        f"From {{doc}}`../notebooks/09_learning_curves`: one long run per method, scale and training seed "
+        f"(seeds {', '.join(map(str, seeds))}), its snapshots evaluated with post-processing tuned on "
+        f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
+        f"the seeds' mean [min-max]:",
+        "",
+    ]
     for by, label in (("steps", "training steps"), ("train_seconds", "training time (s)")):
         w = winner_by_budget(curves, by=by)
         w["run"] = w.method + " " + w.scale.map(lambda x: f"{x:g}x")
@@ -164,35 +206,55 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
     summary = read_summary(results_dir / "summary.csv")
     run = _read_run(results_dir)
     hw, ver = run.get("hardware", {}), run.get("versions", {})
-    lines = ["# Results", "",
-             "This page is generated from `results/summary.csv` and `results/run.json` of the run shown in "
-             "this book; every number below is in those files.", "",
-             "## The run", "",
-             f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
-             f"- finished {run.get('assembled') or run.get('end', '?')}; its jobs (notebooks, shared models, "
-             f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
-             f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v), "",
-             "| notebook | status | seconds |", "|---|---|---|"]
+    lines = [
+        "# Results",
+        "",
+        "This page is generated from `results/summary.csv` and `results/run.json` of the run shown in "
+        "this book; every number below is in those files.",
+        "",
+        "## The run",
+        "",
+        f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
+        f"- finished {run.get('assembled') or run.get('end', '?')}; its jobs (notebooks, shared models, "
+        f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
+        f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
+        "",
+        "| notebook | status | seconds |",
+        "|---|---|---|",
+    ]
     for name, nb in run.get("notebooks", {}).items():
         lines.append(f"| {name} | {nb.get('status')} | {nb.get('seconds', float('nan')):.0f} |")
-    lines += ["", "Seconds are those of each notebook's last execution. Trained models are cached in the run's "
-              "`models/` folder, so a notebook executed again after its models were trained loads them and its "
-              "seconds leave the training out; the `train_seconds` rows below give the training times."]
-    lines += ["", "## The report's claims, checked", "",
-              "Paper numbers are from the report (Kromp data, full resolution, 100 epochs of 256x256 patches); ours "
-              "are from the run above, with 95% bootstrap confidence intervals over test images. "
-              "*Consistent* means the report's number lies inside our interval. Differences in data, "
-              "image scale and training budget (see {doc}`methods`) are reasons for a difference as "
-              "much as the method is.", ""]
+    lines += [
+        "",
+        "Seconds are those of each notebook's last execution. Trained models are cached in the run's "
+        "`models/` folder, so a notebook executed again after its models were trained loads them and its "
+        "seconds leave the training out; the `train_seconds` rows below give the training times.",
+    ]
+    lines += [
+        "",
+        "## The report's claims, checked",
+        "",
+        "Paper numbers are from the report (Kromp data, full resolution, 100 epochs of 256x256 patches); ours "
+        "are from the run above, with 95% bootstrap confidence intervals over test images. "
+        "*Consistent* means the report's number lies inside our interval. Differences in data, "
+        "image scale and training budget (see {doc}`methods`) are reasons for a difference as "
+        "much as the method is.",
+        "",
+    ]
     lines.append(_md_table(claims_table(summary)) if len(summary) else "No results yet.")
     if len(summary):
         lines += ["", "## Beyond the paper: ground-truth-free instances", ""] + beyond_lines(summary)
         seeds = seed_table([results_dir, *replicates]) if replicates else pd.DataFrame()
         if len(seeds) > 1:
-            lines += ["", "Training seeds: the same notebook run again with other seeds (same data and split, "
-                      "`seeds=[0,N] notebooks=08` in the workflow). The spread between seeds is a second source of uncertainty, next to "
-                      "the bootstrap intervals over test images.", "", _md_table(seeds)]
+            lines += [
+                "",
+                "Training seeds: the same notebook run again with other seeds (same data and split, "
+                "`seeds=[0,N] notebooks=08` in the workflow). The spread between seeds is a second source of uncertainty, next to "
+                "the bootstrap intervals over test images.",
+                "",
+                _md_table(seeds),
+            ]
         if curves.exists():
             lines += [""] + curves_lines(pd.read_csv(curves))
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]

@@ -7,6 +7,7 @@
   boundary U-Net against StarDist and the Dice U-Net), which say "undetermined" when the numbers
   are degenerate (no nucleus found by either model) instead of declaring the target met.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -33,11 +34,24 @@ CLAIMS = [
     ("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
     ("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
     ("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
-    ("Boundary Dice of the Dice-loss U-Net (native resolution)", "boundary", "unet_dice",
-     ("boundary_dice_native", "boundary_dice"), 0.56, "value"),
+    (
+        "Boundary Dice of the Dice-loss U-Net (native resolution)",
+        "boundary",
+        "unet_dice",
+        ("boundary_dice_native", "boundary_dice"),
+        0.56,
+        "value",
+    ),
     ("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
     ("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
-    ("Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)", "beyond", "unet_boundary", "f1@0.5", None, "value"),
+    (
+        "Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)",
+        "beyond",
+        "unet_boundary",
+        "f1@0.5",
+        None,
+        "value",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ and ``OUT/NAME_nuclei.csv`` (one row per nucleus). Inputs whose three outputs ex
 skipped unless ``--overwrite``. A file that fails is reported by name and the others still
 run; the exit status is 1 when any failed, 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,15 +46,20 @@ def expand_inputs(items) -> list[Path]:
     stems = {}
     for f in out:
         if f.stem in stems and stems[f.stem] != f:
-            raise SystemExit(f"error: {stems[f.stem]} and {f} would write the same outputs ({f.stem}_*); "
-                             f"segment them into different --out folders")
+            raise SystemExit(
+                f"error: {stems[f.stem]} and {f} would write the same outputs ({f.stem}_*); "
+                f"segment them into different --out folders"
+            )
         stems[f.stem] = f
     return list(dict.fromkeys(out))
 
 
 def outputs(out: Path, stem: str) -> dict[str, Path]:
-    return {"labels": out / f"{stem}_labels.tif", "overlay": out / f"{stem}_overlay.png",
-            "table": out / f"{stem}_nuclei.csv"}
+    return {
+        "labels": out / f"{stem}_labels.tif",
+        "overlay": out / f"{stem}_overlay.png",
+        "table": out / f"{stem}_nuclei.csv",
+    }
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -91,8 +97,10 @@ def predict_main(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     todo = [f for f in files if a.overwrite or not all(p.exists() for p in outputs(out, f.stem).values())]
     if len(todo) < len(files):
-        print(f"skipping {len(files) - len(todo)} of {len(files)} images whose outputs exist in {out} "
-              f"(--overwrite to redo them)")
+        print(
+            f"skipping {len(files) - len(todo)} of {len(files)} images whose outputs exist in {out} "
+            f"(--overwrite to redo them)"
+        )
     if not todo:
         return 0
     try:
@@ -100,14 +108,19 @@ def predict_main(a) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"model: {a.model} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
-          + (f" at {segmenter.pixel_size:g} um/px" if segmenter.pixel_size else "") + ")")
+    print(
+        f"model: {a.model} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
+        + (f" at {segmenter.pixel_size:g} um/px" if segmenter.pixel_size else "")
+        + ")"
+    )
     failed = []
     for f in tqdm(todo, desc="segmenting", unit="image", disable=not sys.stderr.isatty() and not a.progress):
         try:
             r = segment_file(segmenter, f, out, a.channel, a.pixel_size, a.nucleus_diameter)
-            tqdm.write(f"{f}: {r['nuclei']} nuclei (nucleus diameter {r['diameter_px']:.1f} px, {r['how']}; "
-                       f"scaled by 1/{r['factor']:.2f})")
+            tqdm.write(
+                f"{f}: {r['nuclei']} nuclei (nucleus diameter {r['diameter_px']:.1f} px, {r['how']}; "
+                f"scaled by 1/{r['factor']:.2f})"
+            )
         except Exception as exc:  # one bad file must not stop the batch
             failed.append((f, f"{type(exc).__name__}: {exc}"))
             tqdm.write(f"FAILED {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -121,15 +134,27 @@ def predict_main(a) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="nucseg", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("predict", help="segment images with an exported model",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="segment images with an exported model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="+", help="image files (.tif, .tiff, .png), folders or glob patterns")
-    p.add_argument("-m", "--model", default=str(DEFAULT_MODEL),
-                   help=f"exported model folder (default: the published {DEFAULT_MODEL.name})")
+    p.add_argument(
+        "-m",
+        "--model",
+        default=str(DEFAULT_MODEL),
+        help=f"exported model folder (default: the published {DEFAULT_MODEL.name})",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--pixel-size", type=float, default=None, help="micrometres per pixel of the inputs")
-    p.add_argument("--nucleus-diameter", type=float, default=None,
-                   help="typical nucleus diameter in input pixels (default: estimated)")
+    p.add_argument(
+        "--nucleus-diameter",
+        type=float,
+        default=None,
+        help="typical nucleus diameter in input pixels (default: estimated)",
+    )
     p.add_argument("--channel", type=int, default=0, help="channel holding the nuclei in multi-channel images")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")

@@ -17,6 +17,7 @@ IoU 0.5:0.95 of TP/(TP+FP+FN), StarDist's "average precision"), each with a 95% 
 CI over test images. Each snapshot's row is cached beside it (``step-NNNNNN.eval.json``),
 so an interrupted evaluation resumes.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,12 @@ METHODS = {  # method -> loss of its U-Net (None: StarDist)
     "stardist": None,
 }
 SCORES = ["f1@0.5", "f1@0.7", "ap@0.5:0.95"]
-COLUMNS = (["method", "scale", "seed", "steps", "train_seconds", "precision"] + SCORES
-           + [f"{m}_{b}" for m in SCORES for b in ("ci_low", "ci_high")] + ["val_f1@0.5", "n_images", "postprocess"])
+COLUMNS = (
+    ["method", "scale", "seed", "steps", "train_seconds", "precision"]
+    + SCORES
+    + [f"{m}_{b}" for m in SCORES for b in ("ci_low", "ci_high")]
+    + ["val_f1@0.5", "n_images", "postprocess"]
+)
 
 
 def plan(profile, dataset: str, budgets=None, seeds=None, stardist_scales=None) -> dict:
@@ -49,14 +54,16 @@ def plan(profile, dataset: str, budgets=None, seeds=None, stardist_scales=None) 
 
     prof = profile
     scale = float(prof.scale.get(dataset, 1))
-    budgets = sorted({int(b) for b in parameter_list(list(prof.curve_budgets) if budgets is None else budgets,
-                                                     "budgets")})
+    budgets = sorted(
+        {int(b) for b in parameter_list(list(prof.curve_budgets) if budgets is None else budgets, "budgets")}
+    )
     if budgets[0] < 1:
         raise ValueError(f"parameter budgets: step counts must be >= 1, got {budgets}")
     seeds = [int(s) for s in parameter_list(list(prof.curve_seeds) if seeds is None else seeds, "curve_seeds")]
     extra = prof.curve_stardist_scales.get(dataset)
-    scales = parameter_list(([extra] if extra else []) if stardist_scales is None else stardist_scales,
-                            "stardist_scales", allow_empty=True)
+    scales = parameter_list(
+        ([extra] if extra else []) if stardist_scales is None else stardist_scales, "stardist_scales", allow_empty=True
+    )
     gcd = math.gcd(*budgets)
     spe = max(d for d in range(1, min(gcd, 200) + 1) if gcd % d == 0)
     runs = [(m, scale, s) for s in seeds for m in METHODS]
@@ -67,9 +74,14 @@ def plan(profile, dataset: str, budgets=None, seeds=None, stardist_scales=None) 
 def run_variant(study, p: dict, scale: float, seed: int):
     """The study of one learning-curve run: the plan's long budget, ``scale`` and training ``seed``."""
     n_epochs = p["budgets"][-1] // p["steps_per_epoch"]
-    return study.variant(seed=seed, scale={**study.profile.scale, study.dataset: scale}, epochs=n_epochs,
-                         steps_per_epoch=p["steps_per_epoch"], stardist_epochs=n_epochs,
-                         stardist_steps=p["steps_per_epoch"])
+    return study.variant(
+        seed=seed,
+        scale={**study.profile.scale, study.dataset: scale},
+        epochs=n_epochs,
+        steps_per_epoch=p["steps_per_epoch"],
+        stardist_epochs=n_epochs,
+        stardist_steps=p["steps_per_epoch"],
+    )
 
 
 def run_name(method: str, scale: float, seed: int) -> str:
@@ -105,9 +117,13 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             model = load_stardist(folder)  # StarDist prints what it loads and a bar per NMS threshold
             model.keras_model.load_weights(str(weights))
-            model.optimize_thresholds([normalize_percentile(s.image) for s in study.val], val_truths,
-                                      predict_kwargs={"show_tile_progress": False}, optimize_kwargs={"tol": 1e-2},
-                                      save_to_json=False)
+            model.optimize_thresholds(
+                [normalize_percentile(s.image) for s in study.val],
+                val_truths,
+                predict_kwargs={"show_tile_progress": False},
+                optimize_kwargs={"tol": 1e-2},
+                save_to_json=False,
+            )
         params = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
         return (lambda image: predict_stardist(model, image)), params, float("nan")
     from .training import load_snapshot
@@ -116,11 +132,17 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
     probs = [predict_probabilities(model, s.image) for s in study.val]
     if method == "unet_boundary":
         params, table = tune_watershed(probs, val_truths)
-        return (lambda image: watershed_boundary(predict_probabilities(model, image), **params)), params, \
-            float(table.f1.iloc[0])
+        return (
+            (lambda image: watershed_boundary(predict_probabilities(model, image), **params)),
+            params,
+            float(table.f1.iloc[0]),
+        )
     params, table = tune_components([foreground_probability(p) for p in probs], val_truths)
-    return (lambda image: connected_components(foreground_probability(predict_probabilities(model, image)),
-                                               **params)), params, float(table.f1.iloc[0])
+    return (
+        (lambda image: connected_components(foreground_probability(predict_probabilities(model, image)), **params)),
+        params,
+        float(table.f1.iloc[0]),
+    )
 
 
 def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:
@@ -134,13 +156,23 @@ def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, nat
     native = native_test if native_test is not None else study.native_test()
     predict, params, val_f1 = _predict_instances(study, method, folder, Path(snapshot.weights))
     preds = [resize_labels(predict(s.image), n.labels.shape) for s, n in zip(study.test, native)]
-    per_image = evaluate_instances([n.labels for n in native], preds, [n.name for n in native],
-                                   [n.group for n in native])
-    summ = instance_summary(per_image, metrics=("f1", "accuracy"), thresholds=(0.5, 0.7),
-                            n_boot=study.profile.n_boot, seed=study.seed).set_index("metric")
-    row = {"method": method, "scale": study.scale, "seed": study.seed, "steps": int(snapshot.steps),
-           "train_seconds": float(snapshot.train_seconds), "precision": snapshot.precision,
-           "val_f1@0.5": val_f1, "n_images": len(native), "postprocess": json.dumps(params)}
+    per_image = evaluate_instances(
+        [n.labels for n in native], preds, [n.name for n in native], [n.group for n in native]
+    )
+    summ = instance_summary(
+        per_image, metrics=("f1", "accuracy"), thresholds=(0.5, 0.7), n_boot=study.profile.n_boot, seed=study.seed
+    ).set_index("metric")
+    row = {
+        "method": method,
+        "scale": study.scale,
+        "seed": study.seed,
+        "steps": int(snapshot.steps),
+        "train_seconds": float(snapshot.train_seconds),
+        "precision": snapshot.precision,
+        "val_f1@0.5": val_f1,
+        "n_images": len(native),
+        "postprocess": json.dumps(params),
+    }
     for m in SCORES:
         row[m] = float(summ.loc[m, "value"])
         row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(summ.loc[m, "ci_low"]), float(summ.loc[m, "ci_high"])
@@ -159,8 +191,10 @@ def learning_curve(study, method: str, budgets, progress: bool = True) -> pd.Dat
     snaps = stardist_snapshots(folder) if METHODS[method] is None else unet_snapshots(folder)
     missing = sorted(set(int(b) for b in budgets) - set(snaps.steps.astype(int)))
     if missing:
-        raise RuntimeError(f"{folder}: no snapshots at steps {missing}; the run was trained without them "
-                           f"(delete the folder to train it again with snapshots)")
+        raise RuntimeError(
+            f"{folder}: no snapshots at steps {missing}; the run was trained without them "
+            f"(delete the folder to train it again with snapshots)"
+        )
     snaps = snaps[snaps.steps.isin([int(b) for b in budgets])]
     native = study.native_test()
     rows = [evaluate_snapshot(study, method, folder, snap, native) for _, snap in snaps.iterrows()]
@@ -179,13 +213,31 @@ def winner_by_budget(curves: pd.DataFrame, by: str = "steps", metric: str = "f1@
         if by == "steps":
             for budget, b in g.groupby("steps"):
                 v = b[metric].to_numpy()
-                rows.append({"method": method, "scale": scale, "budget": budget, "mean": v.mean(),
-                             "low": v.min(), "high": v.max(), "n_seeds": len(v)})
+                rows.append(
+                    {
+                        "method": method,
+                        "scale": scale,
+                        "budget": budget,
+                        "mean": v.mean(),
+                        "low": v.min(),
+                        "high": v.max(),
+                        "n_seeds": len(v),
+                    }
+                )
         else:
             for budget in _common_seconds(curves):
                 v = np.array([np.interp(budget, s.train_seconds, s[metric]) for _, s in g.groupby("seed")])
-                rows.append({"method": method, "scale": scale, "budget": budget, "mean": v.mean(),
-                             "low": v.min(), "high": v.max(), "n_seeds": len(v)})
+                rows.append(
+                    {
+                        "method": method,
+                        "scale": scale,
+                        "budget": budget,
+                        "mean": v.mean(),
+                        "low": v.min(),
+                        "high": v.max(),
+                        "n_seeds": len(v),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -204,13 +256,23 @@ def leaders(w: pd.DataFrame) -> pd.DataFrame:
         run = f"{best.method} {best.scale:g}x"
         others = g.iloc[1:]
         if best["mean"] <= 0 or (len(others) and (others["mean"] == best["mean"]).all()):
-            rows.append({"budget": budget, "run": None, "mean": best["mean"], "clear": False,
-                         "verdict": f"undetermined (best mean F1 {best['mean']:.3f}, all runs equal)"})
+            rows.append(
+                {
+                    "budget": budget,
+                    "run": None,
+                    "mean": best["mean"],
+                    "clear": False,
+                    "verdict": f"undetermined (best mean F1 {best['mean']:.3f}, all runs equal)",
+                }
+            )
             continue
         clear = bool(len(others) == 0 or best.low > others.high.max())
-        verdict = (f"{run} leads ({best['mean']:.3f}, seeds {best.low:.3f}-{best.high:.3f})" if clear else
-                   f"{run} has the best mean ({best['mean']:.3f}) but its seeds' range overlaps "
-                   f"{', '.join(f'{o.method} {o.scale:g}x' for o in others.itertuples() if o.high >= best.low)}")
+        verdict = (
+            f"{run} leads ({best['mean']:.3f}, seeds {best.low:.3f}-{best.high:.3f})"
+            if clear
+            else f"{run} has the best mean ({best['mean']:.3f}) but its seeds' range overlaps "
+            f"{', '.join(f'{o.method} {o.scale:g}x' for o in others.itertuples() if o.high >= best.low)}"
+        )
         rows.append({"budget": budget, "run": run, "mean": best["mean"], "clear": clear, "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -233,8 +295,9 @@ def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps:
     from .training import snapshots
 
     if METHODS.get(method) is None:
-        raise ValueError(f"export_snapshot exports U-Net runs ({', '.join(m for m in METHODS if METHODS[m])}), "
-                         f"not {method!r}")
+        raise ValueError(
+            f"export_snapshot exports U-Net runs ({', '.join(m for m in METHODS if METHODS[m])}), not {method!r}"
+        )
     variant = run_variant(study, p, scale, seed)
     folder = train_long_run(variant, method, p["budgets"])
     snaps = snapshots(folder)
@@ -242,19 +305,39 @@ def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps:
         raise ValueError(f"{folder}: no snapshot at {steps} steps; snapshots: {list(snaps.steps)}")
     snap = snaps[snaps.steps == steps].iloc[0]
     row = evaluate_snapshot(variant, method, folder, snap)
-    out = export_model(out, method, json.loads(row["postprocess"]), [s.labels for s in variant.train],
-                       scale=scale, source=folder, weights=snap.weights)
-    scores = pd.DataFrame([{"metric": m, "value": row[m], "ci_low": row[f"{m}_ci_low"],
-                            "ci_high": row[f"{m}_ci_high"], "n_images": row["n_images"]} for m in SCORES])
+    out = export_model(
+        out,
+        method,
+        json.loads(row["postprocess"]),
+        [s.labels for s in variant.train],
+        scale=scale,
+        source=folder,
+        weights=snap.weights,
+    )
+    scores = pd.DataFrame(
+        [
+            {
+                "metric": m,
+                "value": row[m],
+                "ci_low": row[f"{m}_ci_low"],
+                "ci_high": row[f"{m}_ci_high"],
+                "n_images": row["n_images"],
+            }
+            for m in SCORES
+        ]
+    )
     card = model_card(
-        f"{method}: nuclei segmentation trained on {study.dataset}", read_settings(out),
+        f"{method}: nuclei segmentation trained on {study.dataset}",
+        read_settings(out),
         trained_on=f"{len(variant.train)} training images of {study.dataset} at 1/{scale:g} size "
-                   f"(validation: {len(variant.val)} images); training seed {seed}",
+        f"(validation: {len(variant.val)} images); training seed {seed}",
         budget=f"{steps} steps of batch {variant.profile.batch_size} ({row['precision']}), "
-               f"{row['train_seconds']:.0f} s of training",
-        hardware=cpu_name(), scores=scores,
+        f"{row['train_seconds']:.0f} s of training",
+        hardware=cpu_name(),
+        scores=scores,
         failures="touching nuclei whose shared border the network does not mark can be merged; faint or "
-                 "out-of-focus nuclei are missed (they are also unlabelled in the training data); images "
-                 "far from the training scale are wrong unless rescaled (give --nucleus-diameter)")
+        "out-of-focus nuclei are missed (they are also unlabelled in the training data); images "
+        "far from the training scale are wrong unless rescaled (give --nucleus-diameter)",
+    )
     (out / "README.md").write_text(card)
     return out

@@ -13,6 +13,7 @@ layer's feature map nearest to the chosen position (summed over channels).
 the output position that holds a given fraction (default 95%) of the absolute
 gradient mass.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,7 +37,7 @@ def _inputs(images: Sequence[np.ndarray], size: int, n: int, seed: int) -> torch
             img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w))), mode="reflect")
             h, w = img.shape
         y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        crops.append(normalize_percentile(img[y:y + size, x:x + size]))
+        crops.append(normalize_percentile(img[y : y + size, x : x + size]))
     return torch.from_numpy(np.stack(crops)[:, None].astype(np.float32))
 
 
@@ -49,9 +50,16 @@ def layer_modules(model) -> dict[str, torch.nn.Module]:
     return layers
 
 
-def effective_receptive_field(model, images: Sequence[np.ndarray], position: tuple[int, int] | None = None,
-                              size: int = 128, n_images: int = 16, layer: str = "output", seed: int = 0,
-                              batch_size: int = 4) -> np.ndarray:
+def effective_receptive_field(
+    model,
+    images: Sequence[np.ndarray],
+    position: tuple[int, int] | None = None,
+    size: int = 128,
+    n_images: int = 16,
+    layer: str = "output",
+    seed: int = 0,
+    batch_size: int = 4,
+) -> np.ndarray:
     """Mean absolute input gradient (size x size) for the output pixel at ``position`` (row, col; default centre).
 
     ``layer`` is ``'output'`` (the network's first output channel, the logit) or a
@@ -71,7 +79,7 @@ def effective_receptive_field(model, images: Sequence[np.ndarray], position: tup
         hook = mod.register_forward_hook(lambda m, i, o: captured.__setitem__("f", o))
     try:
         for b in range(0, n_images, batch_size):
-            x = x_all[b:b + batch_size].to(device).requires_grad_(True)
+            x = x_all[b : b + batch_size].to(device).requires_grad_(True)
             out = model(x)
             if layer == "output":
                 target = out[:, 0, position[0], position[1]]

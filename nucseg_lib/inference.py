@@ -1,4 +1,5 @@
 """Tiled (sliding-window) prediction of probability maps over whole images of any size."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,16 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
 
 
 @torch.no_grad()
-def predict_probabilities(model, image: np.ndarray, tile: int | None = 1024, overlap: int = 64,
-                          device=None, normalize: bool = True, batch_size: int = 4,
-                          precision: str | None = None) -> np.ndarray:
+def predict_probabilities(
+    model,
+    image: np.ndarray,
+    tile: int | None = 1024,
+    overlap: int = 64,
+    device=None,
+    normalize: bool = True,
+    batch_size: int = 4,
+    precision: str | None = None,
+) -> np.ndarray:
     """Probability maps (C, H, W), float32, for a 2D ``image``.
 
     The image is percentile-normalized (unless ``normalize=False``), cut into
@@ -46,19 +54,27 @@ def predict_probabilities(model, image: np.ndarray, tile: int | None = 1024, ove
     """
     image = np.asarray(image)
     if image.ndim != 2:
-        hint = (" (an RGB or multi-channel image: pass the nuclear channel, e.g. image[..., 0], or read it with "
-                "nucseg_lib.data.read_image(path, channel=k))" if image.ndim == 3 else "")
+        hint = (
+            " (an RGB or multi-channel image: pass the nuclear channel, e.g. image[..., 0], or read it with "
+            "nucseg_lib.data.read_image(path, channel=k))"
+            if image.ndim == 3
+            else ""
+        )
         raise ValueError(f"expected a 2D image (H, W), got shape {image.shape}{hint}")
     if min(image.shape) < MIN_SIDE:
-        raise ValueError(f"image of shape {image.shape} is smaller than {MIN_SIDE} pixels on a side: no nucleus "
-                         f"fits at the study's scales; check the axes, or crop/upscale to at least {MIN_SIDE} pixels")
+        raise ValueError(
+            f"image of shape {image.shape} is smaller than {MIN_SIDE} pixels on a side: no nucleus "
+            f"fits at the study's scales; check the axes, or crop/upscale to at least {MIN_SIDE} pixels"
+        )
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise ValueError(f"image dtype {image.dtype} is not a real number type")
     if not np.isfinite(image).all():
         raise ValueError("image contains NaN or infinite values")
     if tile is not None and (tile < MIN_SIDE or tile <= overlap):
-        raise ValueError(f"tile = {tile} must be at least {MIN_SIDE} pixels and larger than overlap = {overlap}; "
-                         f"use e.g. tile=1024, overlap=64 (or tile=None for one pass)")
+        raise ValueError(
+            f"tile = {tile} must be at least {MIN_SIDE} pixels and larger than overlap = {overlap}; "
+            f"use e.g. tile=1024, overlap=64 (or tile=None for one pass)"
+        )
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0 pixels, got {overlap}")
     device = device or next(model.parameters()).device
@@ -80,16 +96,16 @@ def predict_probabilities(model, image: np.ndarray, tile: int | None = 1024, ove
     norm = np.zeros((h, w), np.float32)
     coords = [(i, j) for i in _starts(h, th, step_h) for j in _starts(w, tw, step_w)]
     for b in range(0, len(coords), batch_size):
-        chunk = coords[b:b + batch_size]
-        batch = np.stack([x[i:i + th, j:j + tw] for i, j in chunk])[:, None]
+        chunk = coords[b : b + batch_size]
+        batch = np.stack([x[i : i + th, j : j + tw] for i, j in chunk])[:, None]
         t = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             probs = model.probabilities(model(t).float()).cpu().numpy()
         if acc is None:
             acc = np.zeros((probs.shape[1], h, w), np.float32)
         for (i, j), p in zip(chunk, probs):
-            acc[:, i:i + th, j:j + tw] += p * weight
-            norm[i:i + th, j:j + tw] += weight
+            acc[:, i : i + th, j : j + tw] += p * weight
+            norm[i : i + th, j : j + tw] += weight
     model.train(was_training)
     return acc / np.maximum(norm, 1e-8)
 

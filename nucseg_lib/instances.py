@@ -8,6 +8,7 @@
 Probability maps with NaN or infinite values are refused (ValueError): they come from a
 diverged model, and would otherwise give empty instances without a word.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,10 @@ def finite_probabilities(probs, ndim: int) -> np.ndarray:
     if probs.ndim != ndim:
         raise ValueError(f"expected a probability map with {ndim} axes, got shape {probs.shape}")
     if np.issubdtype(probs.dtype, np.floating) and not np.isfinite(probs).all():
-        raise ValueError(f"probability map has {int((~np.isfinite(probs)).sum())} NaN or infinite values "
-                         f"(a diverged model?); refusing to turn it into instances")
+        raise ValueError(
+            f"probability map has {int((~np.isfinite(probs)).sum())} NaN or infinite values "
+            f"(a diverged model?); refusing to turn it into instances"
+        )
     return probs
 
 
@@ -91,8 +94,14 @@ def connected_components(prob: np.ndarray, threshold: float = 0.5, min_size: int
     return remove_small(label(prob > threshold, connectivity=1).astype(np.int32), min_size)
 
 
-def watershed_boundary(probs: np.ndarray, seed_threshold: float = 0.5, mask_threshold: float = 0.5,
-                       h: float | None = 2.0, min_seed_size: int = 4, min_size: int = 0) -> np.ndarray:
+def watershed_boundary(
+    probs: np.ndarray,
+    seed_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    h: float | None = 2.0,
+    min_seed_size: int = 4,
+    min_size: int = 0,
+) -> np.ndarray:
     """Instances from a 3-class map (background, interior, boundary), no ground truth needed.
 
     1. interior mask: ``P(interior) > seed_threshold``, regions under ``min_seed_size``
@@ -185,8 +194,9 @@ def tune_instances(make_instances, probs: list, truths: list, grid: dict, thresh
         preds = [make_instances(p, **params) for p in probs]
         per_image = evaluate_instances(truths, preds, [str(i) for i in range(len(preds))], thresholds=(thresh,))
         pooled = pool(per_image).iloc[0]
-        rows.append({**params, "f1": pooled.f1, "merged": int(per_image.merged.sum()),
-                     "split": int(per_image.split.sum())})
+        rows.append(
+            {**params, "f1": pooled.f1, "merged": int(per_image.merged.sum()), "split": int(per_image.split.sum())}
+        )
     table = pd.DataFrame(rows).sort_values("f1", ascending=False, kind="stable").reset_index(drop=True)
     best = {k: (None if pd.isna(table.loc[0, k]) else float(table.loc[0, k])) for k in keys}
     return best, table

@@ -20,6 +20,7 @@ Usage (what the Snakefile's rules run)::
     python -m nucseg_lib.jobs curve --run R --params JSON unet_boundary 4 0   # method, scale, seed
     python -m nucseg_lib.jobs assemble --run R --params JSON --benchmarks DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,34 @@ NOTEBOOKS = {
     "08_beyond_instances": ("beyond", ["unet_dice", "stardist"]),
     "09_learning_curves": ("curves", []),
 }
-PACKAGES = ["nucseg", "torch", "torchvision", "tensorflow", "keras", "stardist", "csbdeep", "numpy", "scipy",
-            "scikit-image", "pandas", "papermill", "snakemake", "jupyter-book"]
+PACKAGES = [
+    "nucseg",
+    "torch",
+    "torchvision",
+    "tensorflow",
+    "keras",
+    "stardist",
+    "csbdeep",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "pandas",
+    "papermill",
+    "snakemake",
+    "jupyter-book",
+]
 SCRATCH_NOTEBOOKS = ("*.partial.ipynb", "*.failed.ipynb")  # notebooks of unfinished or failed executions
-STUDY_KEYS = ("dataset", "profile", "data_root", "out_dir", "seed", "epochs", "steps_per_epoch", "batch_size",
-              "patch_size")
+STUDY_KEYS = (
+    "dataset",
+    "profile",
+    "data_root",
+    "out_dir",
+    "seed",
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "patch_size",
+)
 
 
 class JobError(SystemExit):
@@ -79,8 +103,15 @@ def study_from_params(params: dict):
     os.chdir(NOTEBOOK_DIR)
     try:
         kw = {k: params.get(k) for k in STUDY_KEYS}
-        study = Study(kw.pop("dataset"), kw.pop("profile"), kw.pop("data_root"), kw.pop("out_dir"), kw.pop("seed"),
-                      experiment="", **kw)
+        study = Study(
+            kw.pop("dataset"),
+            kw.pop("profile"),
+            kw.pop("data_root"),
+            kw.pop("out_dir"),
+            kw.pop("seed"),
+            experiment="",
+            **kw,
+        )
         study.out_dir = study.out_dir.resolve()
         study.results_dir, study.models_dir = study.out_dir / "results", study.out_dir / "models"
         if study.data_root is not None:
@@ -122,8 +153,9 @@ def curve_run(run: Path, params: dict, method: str, scale: float, seed: int) -> 
     from .curves import learning_curve, plan, run_name, run_variant
 
     study = study_from_params(params)
-    p = plan(study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"),
-             params.get("stardist_scales"))
+    p = plan(
+        study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"), params.get("stardist_scales")
+    )
     rows = learning_curve(run_variant(study, p, float(scale), int(seed)), method, p["budgets"])
     out = Path(run) / "results" / "curves" / f"{run_name(method, float(scale), int(seed))}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,13 +188,22 @@ def execute_notebook(run: Path, params: dict, name: str) -> Path:
     for stale in (partial, failed):
         stale.unlink(missing_ok=True)
     try:
-        pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(partial), parameters=params,
-                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
+        pm.execute_notebook(
+            str(NOTEBOOK_DIR / f"{name}.ipynb"),
+            str(partial),
+            parameters=params,
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+            kernel_name="python3",
+        )
     except Exception as exc:
         if partial.exists():
             os.replace(partial, failed)
-        print(f"\nFAILED: notebook {name}\n  cause: {_cause(exc)[-2000:]}\n  the executed notebook with the "
-              f"error: {failed}", file=sys.stderr)
+        print(
+            f"\nFAILED: notebook {name}\n  cause: {_cause(exc)[-2000:]}\n  the executed notebook with the "
+            f"error: {failed}",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
     os.replace(partial, target)
     return target
@@ -203,11 +244,14 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
         record["notebooks"][n] = {"status": "ok", "seconds": round(seconds, 1)}
     jobs = {}
     for kind in ("model", "curve"):  # shared models, learning-curve runs
-        jobs[kind] = {f.stem[len(kind) + 1:]: round(float(pd.read_csv(f, sep="\t")["s"].iloc[0]), 1)
-                      for f in sorted(Path(benchmarks).glob(f"{kind}-*.tsv"))}
+        jobs[kind] = {
+            f.stem[len(kind) + 1 :]: round(float(pd.read_csv(f, sep="\t")["s"].iloc[0]), 1)
+            for f in sorted(Path(benchmarks).glob(f"{kind}-*.tsv"))
+        }
     record["shared_models_seconds"], record["curve_runs_seconds"] = jobs["model"], jobs["curve"]
-    record["duration_s"] = round(sum(v["seconds"] for v in record["notebooks"].values())
-                                 + sum(sum(j.values()) for j in jobs.values()), 1)
+    record["duration_s"] = round(
+        sum(v["seconds"] for v in record["notebooks"].values()) + sum(sum(j.values()) for j in jobs.values()), 1
+    )
     record["assembled"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record.update({"hardware": hardware(), "versions": versions()})
     tmp = results / "run.json.tmp"
@@ -231,8 +275,10 @@ def check_out(run: Path) -> None:
     run = Path(run).resolve()
     reference = (REPO / "reference").resolve()
     if reference in [run, *run.parents]:
-        raise JobError(f"{run} is inside reference/: run into another folder and use 'python -m nucseg_lib.runner "
-                       f"publish' to replace the reference run")
+        raise JobError(
+            f"{run} is inside reference/: run into another folder and use 'python -m nucseg_lib.runner "
+            f"publish' to replace the reference run"
+        )
 
 
 def check_parameters(run: Path, params: dict) -> None:
@@ -240,16 +286,22 @@ def check_parameters(run: Path, params: dict) -> None:
     path = Path(run) / "results" / "parameters.json"
     if not path.exists():
         if (Path(run) / "results" / "summary.csv").exists():
-            raise JobError(f"{Path(run) / 'results' / 'summary.csv'} exists but parameters.json does not: cannot "
-                           f"tell which run wrote it; use another output folder")
+            raise JobError(
+                f"{Path(run) / 'results' / 'summary.csv'} exists but parameters.json does not: cannot "
+                f"tell which run wrote it; use another output folder"
+            )
         return
     old = _read_record(path)
     study_old = {k: old.get(k) for k in STUDY_KEYS}
     study_new = {k: params.get(k) for k in STUDY_KEYS}
     if study_old != study_new:
-        diff = ", ".join(f"{k} {study_old[k]!r} -> {study_new[k]!r}" for k in STUDY_KEYS if study_old[k] != study_new[k])
-        raise JobError(f"{run} holds a run with other parameters ({diff}); its summary.csv would mix the two. "
-                       f"Use another output folder (seed replicates go to <run>-seed<N>)")
+        diff = ", ".join(
+            f"{k} {study_old[k]!r} -> {study_new[k]!r}" for k in STUDY_KEYS if study_old[k] != study_new[k]
+        )
+        raise JobError(
+            f"{run} holds a run with other parameters ({diff}); its summary.csv would mix the two. "
+            f"Use another output folder (seed replicates go to <run>-seed<N>)"
+        )
 
 
 def main(argv=None):

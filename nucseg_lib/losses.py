@@ -10,6 +10,7 @@ the pixels of a patch) or ``"topk:6000"`` (K as a pixel count), sums such as
 ``"dice+topk:0.1"`` or ``"dice+0.5*topk:0.1"`` (λ = 0.5), and
 ``"boundary_ce"`` (3-class, boundary weight 3) or ``"boundary_ce:5"``.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,10 @@ class TopKBCELoss(nn.Module):
         if self.k <= 1:
             return max(1, round(self.k * n_per_image))
         if self.k > n_per_image:
-            raise ValueError(f"top-K: K = {int(self.k)} pixels is more than the {n_per_image} pixels of a patch; "
-                             f"use a smaller K or a fraction such as topk:0.2")
+            raise ValueError(
+                f"top-K: K = {int(self.k)} pixels is more than the {n_per_image} pixels of a patch; "
+                f"use a smaller K or a fraction such as topk:0.2"
+            )
         return int(self.k)
 
     def forward(self, logits, target):
@@ -101,8 +104,10 @@ def _single(spec: str) -> nn.Module:
     if name == "topk":
         k = _number(spec, arg, "K")
         if k > 1 and k != int(k):
-            raise ValueError(f"loss {spec!r}: K must be a fraction in (0, 1] of a patch's pixels or a whole "
-                             f"number of pixels > 1, got {arg}")
+            raise ValueError(
+                f"loss {spec!r}: K must be a fraction in (0, 1] of a patch's pixels or a whole "
+                f"number of pixels > 1, got {arg}"
+            )
         return TopKBCELoss(k if k <= 1 else int(k))
     if name == "boundary_ce":
         return BoundaryCELoss(_number(spec, arg, "the boundary weight") if colon else 3.0)
@@ -134,8 +139,9 @@ def make_loss(spec: str) -> nn.Module:
         terms.append((_number(spec, w, "a weight"), _single(rest)) if star else (1.0, _single(part)))
     kinds = {isinstance(t, BoundaryCELoss) for _, t in terms}
     if len(kinds) > 1:
-        raise ValueError(f"loss {spec!r}: boundary_ce (3 classes) cannot be summed with dice, bce or topk "
-                         f"(one foreground channel)")
+        raise ValueError(
+            f"loss {spec!r}: boundary_ce (3 classes) cannot be summed with dice, bce or topk (one foreground channel)"
+        )
     return terms[0][1] if len(terms) == 1 and terms[0][0] == 1.0 else WeightedSum(terms)
 
 

@@ -12,6 +12,7 @@ state and losses stay fp32) where the hardware makes that faster, else in ``fp32
 
 ``NUCSEG_PRECISION=fp32`` (or ``bf16``) overrides the choice, e.g. to compare the two.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,8 +56,9 @@ def _conv_step_seconds(dtype, repeats: int = 3) -> float:
     import torch
 
     torch.manual_seed(0)
-    conv = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.Conv2d(64, 64, 3, padding=1)).to(memory_format=torch.channels_last)
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1)
+    ).to(memory_format=torch.channels_last)
     x = torch.randn(4, 64, 64, 64).contiguous(memory_format=torch.channels_last)
     best = float("inf")
     for i in range(repeats + 1):
@@ -110,8 +112,13 @@ def autocast(device, precision: str):
 
 def hardware() -> dict:
     """CPU model and bf16 features, core count, memory, GPU (if any) and the precision ``auto`` picks here."""
-    info = {"cpu": cpu_name(), "cpu_bf16": cpu_bf16_features(), "cores": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version()}
+    info = {
+        "cpu": cpu_name(),
+        "cpu_bf16": cpu_bf16_features(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):

@@ -14,6 +14,7 @@ Conventions
 - Pooled metrics over a dataset sum TP, FP, FN and matched IoUs over images
   first (as ``stardist.matching.matching_dataset`` does), then form ratios.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -116,8 +117,12 @@ def merged_and_split(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) ->
     pred_inside = ov / np.maximum(pred_area[None, :], 1) > cover  # pred j mostly inside truth i
     per_pred = truth_covered.sum(axis=0)
     per_true = pred_inside.sum(axis=1)
-    return {"merged": int((per_pred >= 2).sum()), "merged_nuclei": int(per_pred[per_pred >= 2].sum()),
-            "split": int((per_true >= 2).sum()), "split_pieces": int(per_true[per_true >= 2].sum())}
+    return {
+        "merged": int((per_pred >= 2).sum()),
+        "merged_nuclei": int(per_pred[per_pred >= 2].sum()),
+        "split": int((per_true >= 2).sum()),
+        "split_pieces": int(per_true[per_true >= 2].sum()),
+    }
 
 
 def match_image(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:
@@ -150,8 +155,18 @@ def match_image(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]
     if truth.shape != pred.shape:
         raise ValueError(f"label shapes differ: {truth.shape} vs {pred.shape}")
     stats = matching(truth, pred, thresh=list(thresholds))
-    rows = [{"thresh": float(s.thresh), "tp": s.tp, "fp": s.fp, "fn": s.fn, "n_true": s.n_true,
-             "n_pred": s.n_pred, "sum_iou": s.mean_matched_score * s.tp} for s in stats]
+    rows = [
+        {
+            "thresh": float(s.thresh),
+            "tp": s.tp,
+            "fp": s.fp,
+            "fn": s.fn,
+            "n_true": s.n_true,
+            "n_pred": s.n_pred,
+            "sum_iou": s.mean_matched_score * s.tp,
+        }
+        for s in stats
+    ]
     return pd.DataFrame(rows)
 
 
@@ -163,9 +178,11 @@ def _label_image(labels, what: str) -> np.ndarray:
     if labels.ndim != 2:
         raise ValueError(f"{what}: expected a 2D label image, got shape {labels.shape}")
     if np.issubdtype(labels.dtype, np.floating):
-        raise ValueError(f"{what}: expected an integer label image (0 = background, 1..n = nuclei), got dtype "
-                         f"{labels.dtype}; a probability map must be turned into instances first, e.g. with "
-                         f"nucseg_lib.instances.connected_components")
+        raise ValueError(
+            f"{what}: expected an integer label image (0 = background, 1..n = nuclei), got dtype "
+            f"{labels.dtype}; a probability map must be turned into instances first, e.g. with "
+            f"nucseg_lib.instances.connected_components"
+        )
     try:
         return as_labels(labels, what)
     except DataError as exc:
@@ -184,13 +201,23 @@ def scores_from_counts(c: pd.DataFrame | pd.Series | dict) -> dict[str, float]:
         return a / b if b > 0 else empty
 
     perfect_empty = 1.0 if tp + fp + fn == 0 else 0.0
-    return {"precision": ratio(tp, tp + fp, perfect_empty), "recall": ratio(tp, tp + fn, perfect_empty),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn, perfect_empty), "accuracy": ratio(tp, tp + fp + fn, perfect_empty),
-            "pq": ratio(s, tp + fp / 2 + fn / 2, perfect_empty), "mean_true_score": ratio(s, tp + fn, perfect_empty)}
+    return {
+        "precision": ratio(tp, tp + fp, perfect_empty),
+        "recall": ratio(tp, tp + fn, perfect_empty),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn, perfect_empty),
+        "accuracy": ratio(tp, tp + fp + fn, perfect_empty),
+        "pq": ratio(s, tp + fp / 2 + fn / 2, perfect_empty),
+        "mean_true_score": ratio(s, tp + fn, perfect_empty),
+    }
 
 
-def evaluate_instances(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], names: Sequence[str],
-                       groups: Sequence[str] | None = None, thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:
+def evaluate_instances(
+    truths: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray],
+    names: Sequence[str],
+    groups: Sequence[str] | None = None,
+    thresholds: Sequence[float] = IOU_THRESHOLDS,
+) -> pd.DataFrame:
     """Tidy per-image table: one row per (image, threshold) with counts, scores, merged and split.
 
     Parameters
@@ -220,8 +247,9 @@ def evaluate_instances(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]
     (1, 1, 2)
     """
     if not (len(truths) == len(preds) == len(names)):
-        raise ValueError(f"truths, preds and names must have the same length, got {len(truths)}, {len(preds)} "
-                         f"and {len(names)}")
+        raise ValueError(
+            f"truths, preds and names must have the same length, got {len(truths)}, {len(preds)} and {len(names)}"
+        )
     groups = list(groups) if groups is not None else [""] * len(names)
     if len(groups) != len(names):
         raise ValueError(f"groups has {len(groups)} entries for {len(names)} images")
@@ -287,8 +315,12 @@ def bootstrap_ci(values_fn, n_items: int, n_boot: int = 1000, level: float = 0.9
 
 def _image_counts(per_image: pd.DataFrame, thresh: float, images) -> np.ndarray:
     """Array (n_images, n_counts) of one threshold's match counts, rows in the order of ``images``."""
-    return per_image[np.isclose(per_image["thresh"], thresh)].set_index("image").loc[images, list(COUNT_COLUMNS)] \
+    return (
+        per_image[np.isclose(per_image["thresh"], thresh)]
+        .set_index("image")
+        .loc[images, list(COUNT_COLUMNS)]
         .to_numpy(float)
+    )
 
 
 def _pooled_score(counts: np.ndarray, idx: np.ndarray, metric: str) -> float:
@@ -296,8 +328,13 @@ def _pooled_score(counts: np.ndarray, idx: np.ndarray, metric: str) -> float:
     return scores_from_counts(dict(zip(COUNT_COLUMNS, counts[idx].sum(axis=0))))[metric]
 
 
-def instance_summary(per_image: pd.DataFrame, metrics: Sequence[str] = ("f1", "precision", "recall", "accuracy", "pq"),
-                     thresholds: Sequence[float] = (0.5,), n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def instance_summary(
+    per_image: pd.DataFrame,
+    metrics: Sequence[str] = ("f1", "precision", "recall", "accuracy", "pq"),
+    thresholds: Sequence[float] = (0.5,),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Pooled scores with 95% bootstrap CIs over images: columns ``metric, value, ci_low, ci_high, n_images``.
 
     Parameters
@@ -363,8 +400,14 @@ def mean_with_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> 
     return {"value": float(v.mean()), "ci_low": lo, "ci_high": hi, "n_images": int(len(v))}
 
 
-def paired_difference(per_image_a: pd.DataFrame, per_image_b: pd.DataFrame, metric: str = "f1",
-                      thresh: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+def paired_difference(
+    per_image_a: pd.DataFrame,
+    per_image_b: pd.DataFrame,
+    metric: str = "f1",
+    thresh: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
     """Pooled ``metric`` at IoU ``thresh`` of method A minus method B, with a paired 95% bootstrap CI.
 
     Both tables come from :func:`evaluate_instances` on the same test images; each bootstrap
@@ -373,6 +416,7 @@ def paired_difference(per_image_a: pd.DataFrame, per_image_b: pd.DataFrame, metr
     tested. An interval that contains 0 means the data cannot tell the two methods apart.
     Returns ``value, ci_low, ci_high, n_images``.
     """
+
     def counts(per_image):
         sub = per_image[np.isclose(per_image["thresh"], thresh)].set_index("image")
         if sub.index.has_duplicates:

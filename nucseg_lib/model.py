@@ -17,6 +17,7 @@
 Any input size works: :meth:`UNet.forward` pads to a multiple of the stride
 (reflection) and crops the output back.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,8 @@ def find_imagenet_weights(path: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         f"ImageNet ResNet-18 weights not found (looked at: {', '.join(map(str, candidates))}). "
         f"This machine cannot download them; copy {IMAGENET_FILE} from "
-        f"https://download.pytorch.org/models/{IMAGENET_FILE} to {hub} or set NUCSEG_RESNET18_WEIGHTS.")
+        f"https://download.pytorch.org/models/{IMAGENET_FILE} to {hub} or set NUCSEG_RESNET18_WEIGHTS."
+    )
 
 
 class ResNet18Encoder(nn.Module):
@@ -104,7 +106,9 @@ class ResNet18Encoder(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
         w = state["conv1.weight"]
         if w.shape[1] != self.conv1.in_channels:
-            state["conv1.weight"] = w.sum(dim=1, keepdim=True).repeat(1, self.conv1.in_channels, 1, 1) / self.conv1.in_channels
+            state["conv1.weight"] = (
+                w.sum(dim=1, keepdim=True).repeat(1, self.conv1.in_channels, 1, 1) / self.conv1.in_channels
+            )
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("layer4.") or self.layer4 is not None]
         if missing or unexpected:
@@ -185,8 +189,13 @@ class UNet(nn.Module):
         return torch.sigmoid(logits) if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
 
-def build_model(out_channels: int = 1, init: str = "scratch", depth: int = 4, decoder_base: int = 16,
-                weights: str | os.PathLike | None = None) -> UNet:
+def build_model(
+    out_channels: int = 1,
+    init: str = "scratch",
+    depth: int = 4,
+    decoder_base: int = 16,
+    weights: str | os.PathLike | None = None,
+) -> UNet:
     """Build a :class:`UNet` initialised as ``init``.
 
     ``init`` is ``'scratch'`` (random), ``'imagenet'`` (encoder from torchvision's
@@ -204,8 +213,10 @@ def build_model(out_channels: int = 1, init: str = "scratch", depth: int = 4, de
     if path.is_dir():
         path = path / "weights.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"init must be 'scratch', 'imagenet' or a model folder / weights file; {path} does not exist")
+        raise FileNotFoundError(
+            f"init must be 'scratch', 'imagenet' or a model folder / weights file; {path} does not exist"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     model.encoder.load_state_dict(enc)
     return model

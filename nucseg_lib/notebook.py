@@ -8,6 +8,7 @@ holds the data splits, the cached models (``<out_dir>/models``) and the results
 (``<out_dir>/results``). Its last cell prints :func:`findings`: the report's claims that this
 notebook tests, with our numbers and the verdicts, computed from this run.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def setup(experiment: str, parameters: dict) -> Study:
     missing = [k for k in PARAMETERS if k not in parameters]
     if missing:
         raise NameError(f"run the parameters cell first (missing: {', '.join(missing)})")
-    return Study(*(parameters[k] for k in PARAMETERS), experiment=experiment,
-                 **{k: parameters.get(k) for k in OVERRIDES})
+    return Study(
+        *(parameters[k] for k in PARAMETERS), experiment=experiment, **{k: parameters.get(k) for k in OVERRIDES}
+    )
 
 
 def findings(study: Study) -> str:
@@ -48,9 +50,12 @@ def findings(study: Study) -> str:
     table = table[[any(str(c).startswith(m) for m in mine) for c in table.claim]]
     if table.empty:
         return "This notebook tests none of the report's claims directly; see the tables above."
-    lines = [f"- {r.claim}: ours {r['ours [95% CI]']}"
-             + (f", report {r.paper}" if r.paper not in ("", None) else "") + f" -> {r.verdict}"
-             for _, r in table.iterrows()]
+    lines = [
+        f"- {r.claim}: ours {r['ours [95% CI]']}"
+        + (f", report {r.paper}" if r.paper not in ("", None) else "")
+        + f" -> {r.verdict}"
+        for _, r in table.iterrows()
+    ]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """Figures shared by the notebooks: images with outlines, side-by-side panels."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,8 +26,14 @@ def show_image(ax, image, title: str = ""):
     ax.tick_params(labelsize=7)
 
 
-def overlay(ax, image, label_sets: Sequence[np.ndarray], colors=("lime", "magenta", "cyan", "yellow"),
-            names: Sequence[str] = (), title: str = ""):
+def overlay(
+    ax,
+    image,
+    label_sets: Sequence[np.ndarray],
+    colors=("lime", "magenta", "cyan", "yellow"),
+    names: Sequence[str] = (),
+    title: str = "",
+):
     """Image with the outlines of several label images in different colours (legend from ``names``)."""
     from matplotlib.patches import Patch
 
@@ -37,8 +44,12 @@ def overlay(ax, image, label_sets: Sequence[np.ndarray], colors=("lime", "magent
         rgba[edge] = plt.matplotlib.colors.to_rgba(col)
         ax.imshow(rgba, interpolation="nearest")
     if names:
-        ax.legend(handles=[Patch(color=c, label=n) for n, c in zip(names, colors)], fontsize=7, loc="lower right",
-                  framealpha=0.7)
+        ax.legend(
+            handles=[Patch(color=c, label=n) for n, c in zip(names, colors)],
+            fontsize=7,
+            loc="lower right",
+            framealpha=0.7,
+        )
 
 
 def label_cmap_image(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -48,7 +59,9 @@ def label_cmap_image(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return colors[labels]
 
 
-def panels(images: Sequence[np.ndarray], titles: Sequence[str], cmaps=None, ncols: int | None = None, size: float = 3.0):
+def panels(
+    images: Sequence[np.ndarray], titles: Sequence[str], cmaps=None, ncols: int | None = None, size: float = 3.0
+):
     """A row (or grid) of images with titles; returns the figure. Axes are in pixels."""
     n = len(images)
     ncols = ncols or n

@@ -19,6 +19,7 @@ when the model records one), by its nucleus diameter in input pixels (``nucleus_
 or, given neither, by a diameter it estimates from a first pass. It then predicts, builds
 instances and returns labels at the input's own size (nearest neighbour).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,19 @@ class ModelError(ValueError):
     """An exported model folder is missing, incomplete or unreadable; names the folder and the file."""
 
 
-def export_model(out, method: str, postprocess: dict, train_labels, scale: float = 1.0, source=None,
-                 stardist_model=None, pixel_size_um: float | None = None, card: str = "",
-                 extra: dict | None = None, weights=None) -> Path:
+def export_model(
+    out,
+    method: str,
+    postprocess: dict,
+    train_labels,
+    scale: float = 1.0,
+    source=None,
+    stardist_model=None,
+    pixel_size_um: float | None = None,
+    card: str = "",
+    extra: dict | None = None,
+    weights=None,
+) -> Path:
     """Write an exported model folder ``out`` (see the module docstring); returns it.
 
     ``source``: a trained U-Net folder (:mod:`nucseg_lib.training`); ``stardist_model``: a
@@ -69,10 +80,15 @@ def export_model(out, method: str, postprocess: dict, train_labels, scale: float
         shutil.copy(source / "config.json", stage / "config.json")
         state = torch.load(Path(weights or source / "weights.pt"), map_location="cpu", weights_only=True)
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, stage / "weights.pt")
-    settings = {"method": method, "postprocess": postprocess, "normalization": {"pmin": 1.0, "pmax": 99.8},
-                "nucleus_diameter_px": median_diameter(train_labels), "pixel_size_um": pixel_size_um,
-                "scale": float(scale),
-                **(extra or {})}
+    settings = {
+        "method": method,
+        "postprocess": postprocess,
+        "normalization": {"pmin": 1.0, "pmax": 99.8},
+        "nucleus_diameter_px": median_diameter(train_labels),
+        "pixel_size_um": pixel_size_um,
+        "scale": float(scale),
+        **(extra or {}),
+    }
     (stage / MODEL_FILE).write_text(json.dumps(settings, indent=2))
     (stage / "README.md").write_text(card or f"# {method}\n\nExported by nucseg_lib.predict.export_model.\n")
     if out.exists():
@@ -81,25 +97,36 @@ def export_model(out, method: str, postprocess: dict, train_labels, scale: float
     return out
 
 
-def model_card(title: str, settings: dict, trained_on: str, budget: str, hardware: str, scores,
-               failures: str = "", use: str = "", scored_at: str = "the images' native resolution") -> str:
+def model_card(
+    title: str,
+    settings: dict,
+    trained_on: str,
+    budget: str,
+    hardware: str,
+    scores,
+    failures: str = "",
+    use: str = "",
+    scored_at: str = "the images' native resolution",
+) -> str:
     """The README of an exported model: what, trained on what and how long, test scores with CIs, use, limits.
 
     ``scores``: rows with ``metric, value, ci_low, ci_high, n_images`` (e.g. from
     :func:`~nucseg_lib.metrics.instance_summary`).
     """
-    rows = "\n".join(f"| {r.metric} | {r.value:.3f} | {r.ci_low:.3f}-{r.ci_high:.3f} | {int(r.n_images)} |"
-                     for r in scores.itertuples())
+    rows = "\n".join(
+        f"| {r.metric} | {r.value:.3f} | {r.ci_low:.3f}-{r.ci_high:.3f} | {int(r.n_images)} |"
+        for r in scores.itertuples()
+    )
     pix = f"{settings['pixel_size_um']:g} um/px" if settings.get("pixel_size_um") else "not recorded"
     return f"""# {title}
 
-**Method:** `{settings['method']}`; post-processing (chosen on validation images):
-`{json.dumps(settings.get('postprocess'))}`.
+**Method:** `{settings["method"]}`; post-processing (chosen on validation images):
+`{json.dumps(settings.get("postprocess"))}`.
 
 **Trained on:** {trained_on}
 
-**Scale:** trained at 1/{settings.get('scale', 1):g} of the images' native size; median nucleus
-diameter {settings['nucleus_diameter_px']:.1f} px at that scale (equivalent diameter); pixel size {pix}.
+**Scale:** trained at 1/{settings.get("scale", 1):g} of the images' native size; median nucleus
+diameter {settings["nucleus_diameter_px"]:.1f} px at that scale (equivalent diameter); pixel size {pix}.
 `nucseg predict` rescales new images to this scale (`--pixel-size`, `--nucleus-diameter`, or an estimate).
 
 **Training budget:** {budget}. **Hardware:** {hardware}.
@@ -125,8 +152,10 @@ def read_settings(folder) -> dict:
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder")
     if not path.is_file():
-        raise ModelError(f"{folder}: not an exported model (no {MODEL_FILE}); export one with "
-                         f"nucseg_lib.predict.export_model (notebook 08 exports its models to <run>/export/)")
+        raise ModelError(
+            f"{folder}: not an exported model (no {MODEL_FILE}); export one with "
+            f"nucseg_lib.predict.export_model (notebook 08 exports its models to <run>/export/)"
+        )
     try:
         settings = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -173,8 +202,10 @@ class Segmenter:
             if not pixel_size > 0:
                 raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
             if not self.pixel_size:
-                raise ValueError(f"{self.folder}: this model records no pixel size; give the nuclei's diameter in "
-                                 f"pixels instead (--nucleus-diameter), or none to have it estimated")
+                raise ValueError(
+                    f"{self.folder}: this model records no pixel size; give the nuclei's diameter in "
+                    f"pixels instead (--nucleus-diameter), or none to have it estimated"
+                )
             return float(self.pixel_size) / float(pixel_size)
         return None
 
@@ -189,11 +220,16 @@ class Segmenter:
         h, w = image.shape
         shape = (max(1, round(h / factor)), max(1, round(w / factor)))
         if min(shape) < MIN_SIDE:
-            raise ValueError(f"image {image.shape} at the model's scale (1/{factor:.3g}) would be {shape}, smaller "
-                             f"than {MIN_SIDE} pixels: are the nuclei really {factor * self.diameter:.0f} pixels "
-                             f"wide? Check --pixel-size / --nucleus-diameter")
-        small = image if shape == image.shape else resize(image.astype(np.float32), shape, order=1,
-                                                          anti_aliasing=factor > 1, preserve_range=True)
+            raise ValueError(
+                f"image {image.shape} at the model's scale (1/{factor:.3g}) would be {shape}, smaller "
+                f"than {MIN_SIDE} pixels: are the nuclei really {factor * self.diameter:.0f} pixels "
+                f"wide? Check --pixel-size / --nucleus-diameter"
+            )
+        small = (
+            image
+            if shape == image.shape
+            else resize(image.astype(np.float32), shape, order=1, anti_aliasing=factor > 1, preserve_range=True)
+        )
         return resize_labels(self._instances(small.astype(np.float32)), image.shape)
 
     def _instances(self, image: np.ndarray) -> np.ndarray:
@@ -209,8 +245,9 @@ class Segmenter:
             return watershed_boundary(probs, **self.post)
         return connected_components(foreground_probability(probs), **self.post)
 
-    def segment(self, image: np.ndarray, pixel_size: float | None = None,
-                nucleus_diameter: float | None = None) -> tuple[np.ndarray, dict]:
+    def segment(
+        self, image: np.ndarray, pixel_size: float | None = None, nucleus_diameter: float | None = None
+    ) -> tuple[np.ndarray, dict]:
         """Instance labels (int32, the input's shape) and what was done (``factor``, ``diameter_px``, ``how``).
 
         Without ``pixel_size`` or ``nucleus_diameter`` the nucleus diameter is estimated: a first
@@ -256,10 +293,15 @@ def nucleus_table(labels: np.ndarray, image: np.ndarray, pixel_size: float | Non
     from skimage.measure import regionprops_table
 
     props = ("label", "area", "centroid", "intensity_mean", "eccentricity", "solidity")
-    t = pd.DataFrame(regionprops_table(labels, intensity_image=np.asarray(image, dtype=np.float32),
-                                       properties=props))
-    t = t.rename(columns={"area": "area_px", "centroid-0": "centroid_y", "centroid-1": "centroid_x",
-                          "intensity_mean": "mean_intensity"})
+    t = pd.DataFrame(regionprops_table(labels, intensity_image=np.asarray(image, dtype=np.float32), properties=props))
+    t = t.rename(
+        columns={
+            "area": "area_px",
+            "centroid-0": "centroid_y",
+            "centroid-1": "centroid_x",
+            "intensity_mean": "mean_intensity",
+        }
+    )
     if pixel_size:
         t.insert(2, "area_um2", t.area_px * float(pixel_size) ** 2)
     return t

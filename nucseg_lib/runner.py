@@ -13,6 +13,7 @@ This module does what the workflow engine does not::
 A run folder holds ``notebooks/`` (executed), ``results/`` (``summary.csv``,
 ``run.json``, tidy tables), ``models/`` (cached models) and ``_build/html`` (the book).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ REFERENCE = REPO / "reference"
 def find_replicates(run: Path) -> list[Path]:
     """Results folders of the same run with other training seeds: sibling folders ``<run>-seed<N>``."""
     run = Path(run).resolve()
-    return sorted(d / "results" for d in run.parent.glob(f"{run.name}-seed*") if (d / "results" / "summary.csv").exists())
+    return sorted(
+        d / "results" for d in run.parent.glob(f"{run.name}-seed*") if (d / "results" / "summary.csv").exists()
+    )
 
 
 def book_config(config: dict) -> dict:
@@ -58,12 +61,18 @@ def run_description(results: Path) -> str:
         return "This book was built from a run without a run record."
     p = record.get("parameters", {})
     cpu = (record.get("hardware") or {}).get("cpu", "an unrecorded CPU")
-    data = {"synthetic": "the synthetic nuclei (generated, exact labels)", "coelho2009": "Coelho et al. 2009",
-            "kromp2020": "Kromp et al. 2020", "folder": "a folder of the reader's own images"}
+    data = {
+        "synthetic": "the synthetic nuclei (generated, exact labels)",
+        "coelho2009": "Coelho et al. 2009",
+        "kromp2020": "Kromp et al. 2020",
+        "folder": "a folder of the reader's own images",
+    }
     when = str(record.get("assembled") or record.get("end") or "")[:10]
-    return (f"This book shows a run on **{data.get(record.get('dataset'), record.get('dataset'))}** with the "
-            f"`{record.get('profile')}` profile (training seed {p.get('seed', 0)}), assembled {when} on {cpu}; "
-            f"its settings, timings and package versions are on the results page.")
+    return (
+        f"This book shows a run on **{data.get(record.get('dataset'), record.get('dataset'))}** with the "
+        f"`{record.get('profile')}` profile (training seed {p.get('seed', 0)}), assembled {when} on {cpu}; "
+        f"its settings, timings and package versions are on the results page."
+    )
 
 
 def find_curves(run: Path) -> Path | None:
@@ -79,8 +88,11 @@ def _stage_toc(stage: Path) -> None:
     toc = yaml.safe_load((stage / "_toc.yml").read_text())
     missing = []
     for part in toc.get("parts", []):
-        missing += [c["file"] for c in part["chapters"] if c["file"].startswith("notebooks/")
-                    and not (stage / f"{c['file']}.ipynb").is_file()]
+        missing += [
+            c["file"]
+            for c in part["chapters"]
+            if c["file"].startswith("notebooks/") and not (stage / f"{c['file']}.ipynb").is_file()
+        ]
         part["chapters"] = [c for c in part["chapters"] if c["file"] not in missing]
     (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     for page in (stage / "book").glob("*.md"):  # links to a notebook this run lacks become plain text
@@ -107,8 +119,9 @@ def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | N
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     shutil.copy(REPO / "_toc.yml", stage / "_toc.yml")
-    (stage / "_config.yml").write_text(yaml.safe_dump(book_config(yaml.safe_load((REPO / "_config.yml").read_text())),
-                                                      sort_keys=False))
+    (stage / "_config.yml").write_text(
+        yaml.safe_dump(book_config(yaml.safe_load((REPO / "_config.yml").read_text())), sort_keys=False)
+    )
     shutil.copytree(REPO / "book", stage / "book")
     intro = stage / "book" / "intro.md"
     intro.write_text(intro.read_text().replace("<!-- run-description -->", run_description(run / "results")))
@@ -235,8 +248,9 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
     if not params:
         raise JobError(f"{run}: no results/parameters.json; run the workflow into it first")
     study = study_from_params(params)
-    p = plan(study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"),
-             params.get("stardist_scales"))
+    p = plan(
+        study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"), params.get("stardist_scales")
+    )
     out = export_snapshot(study, p, method, study.scale, seed, steps or p["budgets"][-1], to)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"published {method} (seed {seed}) to {out} ({size:.1f} MiB)")
@@ -250,8 +264,12 @@ def book(run: Path) -> Path:
         from .book import write_results_page
 
         # the committed results page of the repository's book follows the reference run
-        write_results_page(run / "results", REPO / "book" / "results.md", replicates,
-                           curves / "results" / "time_to_accuracy.csv" if curves else None)
+        write_results_page(
+            run / "results",
+            REPO / "book" / "results.md",
+            replicates,
+            curves / "results" / "time_to_accuracy.csv" if curves else None,
+        )
         # build the reference book outside the reference folder, so the repository stays clean
         tmp = REPO / "runs" / "reference-book"
         if tmp.exists():

@@ -6,6 +6,7 @@
 - the **largest size** is the largest *maximum Feret diameter*, a nucleus's longest extent (the
   size the effective receptive field must cover: notebooks 1 and 7).
 """
+
 from __future__ import annotations
 
 from typing import Sequence

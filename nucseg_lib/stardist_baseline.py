@@ -26,6 +26,7 @@ almost entirely by the network step: on a 2-core AMD EPYC, batch 8 of 128x128,
 (``benchmarks/bench_stardist.py``). Pretrained StarDist models need the network
 and are not used: the baseline is always trained here.
 """
+
 from __future__ import annotations
 
 import json
@@ -114,8 +115,10 @@ class StarDistConfig:
         for name in ("epochs", "steps_per_epoch", "batch_size", "n_rays"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"StarDistConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
-                                 f"trained for no step would be cached as if it had trained")
+                raise ValueError(
+                    f"StarDistConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
+                    f"trained for no step would be cached as if it had trained"
+                )
         if not (np.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"StarDistConfig.lr must be a positive number, got {self.lr!r}")
 
@@ -143,8 +146,15 @@ def _prepare(samples: Sequence[Sample]):
     return ([normalize_percentile(s.image) for s in samples], [fill_label_holes(s.labels) for s in samples])
 
 
-def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
-                   basedir, name: str = "stardist", verbose: int = 2, snapshot_steps=()):
+def train_stardist(
+    config: StarDistConfig,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    basedir,
+    name: str = "stardist",
+    verbose: int = 2,
+    snapshot_steps=(),
+):
     """Train (or resume, or load when finished) a StarDist2D model; returns the model.
 
     ``verbose`` is Keras' fit verbosity (2: one line per epoch, 1: a progress bar).
@@ -170,20 +180,40 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
     for s in list(train_samples) + list(val_samples):
         if min(s.image.shape) < p:
             raise ValueError(f"{s.name}: image {s.image.shape} is smaller than the patch size {p}")
-    sd_conf = Config2D(n_rays=config.n_rays, grid=tuple(config.grid), n_channel_in=1, train_patch_size=(p, p),
-                       train_batch_size=config.batch_size, train_epochs=config.epochs,
-                       train_steps_per_epoch=config.steps_per_epoch, train_learning_rate=config.lr,
-                       train_tensorboard=False, use_gpu=False)
+    sd_conf = Config2D(
+        n_rays=config.n_rays,
+        grid=tuple(config.grid),
+        n_channel_in=1,
+        train_patch_size=(p, p),
+        train_batch_size=config.batch_size,
+        train_epochs=config.epochs,
+        train_steps_per_epoch=config.steps_per_epoch,
+        train_learning_rate=config.lr,
+        train_tensorboard=False,
+        use_gpu=False,
+    )
     resume = (folder / "weights_now.h5").exists() and (folder / "history.csv").exists()
-    model = StarDist2D(sd_conf, name=name, basedir=str(basedir)) if not resume else StarDist2D(None, name=name, basedir=str(basedir))
+    model = (
+        StarDist2D(sd_conf, name=name, basedir=str(basedir))
+        if not resume
+        else StarDist2D(None, name=name, basedir=str(basedir))
+    )
     done_epochs = 0
     if resume:
         model.load_weights("weights_now.h5")
         import pandas as pd
 
         done_epochs = len(pd.read_csv(folder / "history.csv"))
-    (folder / "train_config.json").write_text(json.dumps({**asdict(config), "train_images": [s.name for s in train_samples],
-                                                           "val_images": [s.name for s in val_samples]}, indent=2))
+    (folder / "train_config.json").write_text(
+        json.dumps(
+            {
+                **asdict(config),
+                "train_images": [s.name for s in train_samples],
+                "val_images": [s.name for s in val_samples],
+            },
+            indent=2,
+        )
+    )
     model.prepare_for_training()
     from keras.callbacks import CSVLogger, TerminateOnNaN
 
@@ -203,21 +233,30 @@ def train_stardist(config: StarDistConfig, train_samples: Sequence[Sample], val_
         import keras
 
         keras.utils.set_random_seed(config.seed + done_epochs)
-        model.train(X, Y, validation_data=(Xv, Yv), augmenter=_augment, epochs=remaining,
-                    steps_per_epoch=config.steps_per_epoch, seed=config.seed + done_epochs)
+        model.train(
+            X,
+            Y,
+            validation_data=(Xv, Yv),
+            augmenter=_augment,
+            epochs=remaining,
+            steps_per_epoch=config.steps_per_epoch,
+            seed=config.seed + done_epochs,
+        )
     import pandas as pd
 
     seconds = _train_seconds(folder)
     hist = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else pd.DataFrame()
     bad = [i for i, v in enumerate(hist.get("loss", []), 1) if not np.isfinite(v)]
     if bad or len(hist) < config.epochs:
-        record = {"epoch": bad[0] if bad else len(hist) + 1, "step": (bad[0] if bad else len(hist) + 1)
-                  * config.steps_per_epoch, "what": "StarDist training loss not finite (Keras TerminateOnNaN)",
-                  "key": name}
+        record = {
+            "epoch": bad[0] if bad else len(hist) + 1,
+            "step": (bad[0] if bad else len(hist) + 1) * config.steps_per_epoch,
+            "what": "StarDist training loss not finite (Keras TerminateOnNaN)",
+            "key": name,
+        }
         _write_json_atomic(record, folder / "diverged.json")
         raise TrainingDiverged(folder, record)
-    model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False},
-                              optimize_kwargs={"tol": 1e-2})
+    model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False}, optimize_kwargs={"tol": 1e-2})
     (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))
     return model
 
@@ -255,9 +294,15 @@ def _epoch_recorder_class():
                 snap = self.folder / "snapshots" / f"step-{steps:06d}"
                 snap.parent.mkdir(exist_ok=True)
                 self.sd_model.keras_model.save_weights(str(snap) + ".weights.h5")
-                _write_json_atomic({"steps": steps, "train_seconds": _train_seconds(self.folder),
-                                    "val_loss": float((logs or {}).get("val_loss", float("nan"))),
-                                    "precision": "fp32"}, snap.with_suffix(".json"))
+                _write_json_atomic(
+                    {
+                        "steps": steps,
+                        "train_seconds": _train_seconds(self.folder),
+                        "val_loss": float((logs or {}).get("val_loss", float("nan"))),
+                        "precision": "fp32",
+                    },
+                    snap.with_suffix(".json"),
+                )
 
     return EpochRecorder
 
@@ -272,8 +317,10 @@ def snapshots(folder):
 
     from .training import _read_json
 
-    rows = [{**_read_json(j), "weights": j.with_name(j.stem + ".weights.h5")}
-            for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))]
+    rows = [
+        {**_read_json(j), "weights": j.with_name(j.stem + ".weights.h5")}
+        for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))
+    ]
     return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_loss", "precision", "weights"])
 
 

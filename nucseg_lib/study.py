@@ -17,6 +17,7 @@ minute of training per model), ``quick`` (the embedded synthetic data,
 about 20 minutes on 2 CPU cores), ``cpu`` (real data, downscaled, about 90
 minutes on 2 CPU cores) and ``full`` (the paper's settings, for a GPU).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,33 +61,87 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", epochs=2, steps_per_epoch=2, batch_size=2, patch_size=64, stardist_epochs=1,
-                     stardist_steps=2, scale={"coelho2009": 8, "kromp2020": 4},
-                     synthetic=dict(n_train=6, n_test=3, size=96), max_images=6, erf_images=2, n_boot=100,
-                     curve_budgets=(2, 4, 6), curve_stardist_scales={"coelho2009": 4}),
+    "smoke": Profile(
+        "smoke",
+        epochs=2,
+        steps_per_epoch=2,
+        batch_size=2,
+        patch_size=64,
+        stardist_epochs=1,
+        stardist_steps=2,
+        scale={"coelho2009": 8, "kromp2020": 4},
+        synthetic=dict(n_train=6, n_test=3, size=96),
+        max_images=6,
+        erf_images=2,
+        n_boot=100,
+        curve_budgets=(2, 4, 6),
+        curve_stardist_scales={"coelho2009": 4},
+    ),
     # StarDist needs ~400 steps on the synthetic data: at 200 steps its object probabilities peaked at
     # ~0.2 and its F1 at IoU 0.5 was 0.02, at 400 steps 0.94. The quick profile gives it 20 epochs to the
     # U-Nets' 10.
     # what a student stepping through a notebook in JupyterLab gets by default: about a minute of
     # training per model on synthetic data, rough but real numbers
-    "demo": Profile("demo", epochs=8, steps_per_epoch=20, batch_size=4, patch_size=128, stardist_epochs=10,
-                    stardist_steps=30, scale={"coelho2009": 4, "kromp2020": 2},
-                    synthetic=dict(n_train=24, n_test=8, size=192), erf_images=4, n_boot=200,
-                    curve_budgets=(40, 80, 160), curve_seeds=(0,), curve_stardist_scales={}),
-    "quick": Profile("quick", epochs=10, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
-                     stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
-                     synthetic=dict(n_train=40, n_test=15, size=256), erf_images=16,
-                     curve_budgets=(40, 80, 160), curve_seeds=(0,), curve_stardist_scales={"coelho2009": 2}),
-    "cpu": Profile("cpu", epochs=20, steps_per_epoch=20, batch_size=8, patch_size=128, stardist_epochs=20,
-                   stardist_steps=20, scale={"coelho2009": 4, "kromp2020": 2},
-                   synthetic=dict(n_train=80, n_test=25, size=256), erf_images=32,
-                   curve_budgets=(200, 400, 800, 1600, 3000), curve_stardist_scales={"coelho2009": 2, "kromp2020": 1}),
-    "full": Profile("full", epochs=100, steps_per_epoch=50, batch_size=8, patch_size=256, stardist_epochs=100,
-                    stardist_steps=50, scale={"coelho2009": 2, "kromp2020": 1},
-                    synthetic=dict(n_train=200, n_test=50, size=512), erf_images=64,
-                    curve_budgets=(1000, 2500, 5000, 10000), curve_stardist_scales={"coelho2009": 1}),
+    "demo": Profile(
+        "demo",
+        epochs=8,
+        steps_per_epoch=20,
+        batch_size=4,
+        patch_size=128,
+        stardist_epochs=10,
+        stardist_steps=30,
+        scale={"coelho2009": 4, "kromp2020": 2},
+        synthetic=dict(n_train=24, n_test=8, size=192),
+        erf_images=4,
+        n_boot=200,
+        curve_budgets=(40, 80, 160),
+        curve_seeds=(0,),
+        curve_stardist_scales={},
+    ),
+    "quick": Profile(
+        "quick",
+        epochs=10,
+        steps_per_epoch=20,
+        batch_size=8,
+        patch_size=128,
+        stardist_epochs=20,
+        stardist_steps=20,
+        scale={"coelho2009": 4, "kromp2020": 2},
+        synthetic=dict(n_train=40, n_test=15, size=256),
+        erf_images=16,
+        curve_budgets=(40, 80, 160),
+        curve_seeds=(0,),
+        curve_stardist_scales={"coelho2009": 2},
+    ),
+    "cpu": Profile(
+        "cpu",
+        epochs=20,
+        steps_per_epoch=20,
+        batch_size=8,
+        patch_size=128,
+        stardist_epochs=20,
+        stardist_steps=20,
+        scale={"coelho2009": 4, "kromp2020": 2},
+        synthetic=dict(n_train=80, n_test=25, size=256),
+        erf_images=32,
+        curve_budgets=(200, 400, 800, 1600, 3000),
+        curve_stardist_scales={"coelho2009": 2, "kromp2020": 1},
+    ),
+    "full": Profile(
+        "full",
+        epochs=100,
+        steps_per_epoch=50,
+        batch_size=8,
+        patch_size=256,
+        stardist_epochs=100,
+        stardist_steps=50,
+        scale={"coelho2009": 2, "kromp2020": 1},
+        synthetic=dict(n_train=200, n_test=50, size=512),
+        erf_images=64,
+        curve_budgets=(1000, 2500, 5000, 10000),
+        curve_stardist_scales={"coelho2009": 1},
+    ),
 }
-
 
 
 def get_profile(name: str) -> Profile:
@@ -102,8 +157,16 @@ class Study:
     so notebook parameters can default to ``None`` (= the profile's value).
     """
 
-    def __init__(self, dataset: str = "synthetic", profile: str = "smoke", data_root=None, out_dir="runs/interactive",
-                 seed: int = 0, experiment: str = "", **overrides):
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        profile: str = "smoke",
+        data_root=None,
+        out_dir="runs/interactive",
+        seed: int = 0,
+        experiment: str = "",
+        **overrides,
+    ):
         base = get_profile(profile)
         self.profile = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.dataset, self.data_root, self.seed, self.experiment = dataset, data_root, seed, experiment
@@ -162,9 +225,17 @@ class Study:
 
         p = self.profile
         kw.setdefault("precision", resolve_precision(p.precision))
-        return TrainConfig(loss=loss, init=init, epochs=p.epochs, steps_per_epoch=p.steps_per_epoch,
-                           batch_size=p.batch_size, patch_size=p.patch_size, seed=self.seed,
-                           data_tag=self.data_tag, **kw)
+        return TrainConfig(
+            loss=loss,
+            init=init,
+            epochs=p.epochs,
+            steps_per_epoch=p.steps_per_epoch,
+            batch_size=p.batch_size,
+            patch_size=p.patch_size,
+            seed=self.seed,
+            data_tag=self.data_tag,
+            **kw,
+        )
 
     def variant(self, seed: int | None = None, **overrides) -> "Study":
         """The same run (data, out_dir, results fragment) with another training ``seed`` or other profile
@@ -183,8 +254,16 @@ class Study:
             return self.test
         return self.variant(scale={**self.profile.scale, self.dataset: 1}).test
 
-    def unet(self, loss: str = "dice", init: str = "scratch", train=None, val=None, name: str | None = None,
-             snapshot_steps=(), **kw):
+    def unet(
+        self,
+        loss: str = "dice",
+        init: str = "scratch",
+        train=None,
+        val=None,
+        name: str | None = None,
+        snapshot_steps=(),
+        **kw,
+    ):
         """Train or reuse the U-Net for ``loss``/``init``; returns ``(model, history, folder)``.
 
         ``snapshot_steps`` keep the weights after those step counts (learning curves)."""
@@ -196,22 +275,41 @@ class Study:
 
             names = ",".join(s.name for s in train)
             cfg = replace(cfg, data_tag=f"{cfg.data_tag}:custom-{hashlib.sha1(names.encode()).hexdigest()[:8]}")
-        return train_or_load(cfg, train if train is not None else self.train, val if val is not None else self.val,
-                             self.models_dir, name=name or method_name(loss, init), snapshot_steps=snapshot_steps)
+        return train_or_load(
+            cfg,
+            train if train is not None else self.train,
+            val if val is not None else self.val,
+            self.models_dir,
+            name=name or method_name(loss, init),
+            snapshot_steps=snapshot_steps,
+        )
 
     def stardist(self, verbose: int = 2, snapshot_steps=()):
         """Train or reuse the StarDist baseline for this run's data and profile."""
         from .stardist_baseline import StarDistConfig, train_stardist
 
         p = self.profile
-        cfg = StarDistConfig(epochs=p.stardist_epochs, steps_per_epoch=p.stardist_steps, batch_size=p.batch_size,
-                             patch_size=p.patch_size, seed=self.seed, data_tag=self.data_tag)
+        cfg = StarDistConfig(
+            epochs=p.stardist_epochs,
+            steps_per_epoch=p.stardist_steps,
+            batch_size=p.batch_size,
+            patch_size=p.patch_size,
+            seed=self.seed,
+            data_tag=self.data_tag,
+        )
         import hashlib
         from dataclasses import asdict
 
         key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-        return train_stardist(cfg, self.train, self.val, self.models_dir, name=f"stardist-{key}", verbose=verbose,
-                              snapshot_steps=snapshot_steps)
+        return train_stardist(
+            cfg,
+            self.train,
+            self.val,
+            self.models_dir,
+            name=f"stardist-{key}",
+            verbose=verbose,
+            snapshot_steps=snapshot_steps,
+        )
 
     # ---------------------------------------------------------------- results
     @property
@@ -219,12 +317,28 @@ class Study:
         """This experiment's fragment of the summary: ``results/parts/<experiment>.csv``."""
         return self.results_dir / "parts" / f"{self.experiment or 'interactive'}.csv"
 
-    def record(self, method: str, metric: str, value: float, ci_low=np.nan, ci_high=np.nan, n_images=0,
-               experiment: str | None = None):
+    def record(
+        self,
+        method: str,
+        metric: str,
+        value: float,
+        ci_low=np.nan,
+        ci_high=np.nan,
+        n_images=0,
+        experiment: str | None = None,
+    ):
         """Write (or replace) one row of ``summary.csv``."""
-        row = {"experiment": experiment or self.experiment, "dataset": self.dataset, "profile": self.profile.name,
-               "method": method, "metric": metric, "value": float(value), "ci_low": float(ci_low),
-               "ci_high": float(ci_high), "n_images": int(n_images)}
+        row = {
+            "experiment": experiment or self.experiment,
+            "dataset": self.dataset,
+            "profile": self.profile.name,
+            "method": method,
+            "metric": metric,
+            "value": float(value),
+            "ci_low": float(ci_low),
+            "ci_high": float(ci_high),
+            "n_images": int(n_images),
+        }
         self.record_rows(pd.DataFrame([row]))
 
     def record_rows(self, rows: pd.DataFrame):
@@ -248,14 +362,16 @@ class Study:
         self.record(method, metric, s["value"], s["ci_low"], s["ci_high"], s["n_images"], experiment)
         return s
 
-    def record_instances(self, method: str, per_image: pd.DataFrame, experiment: str | None = None,
-                         thresholds=(0.5, 0.7)):
+    def record_instances(
+        self, method: str, per_image: pd.DataFrame, experiment: str | None = None, thresholds=(0.5, 0.7)
+    ):
         """Record pooled instance scores (f1, precision, recall, accuracy, pq, ap, merged, split) with CIs."""
         from .metrics import instance_summary
 
         summ = instance_summary(per_image, thresholds=thresholds, n_boot=self.profile.n_boot, seed=self.seed)
-        summ = summ.assign(experiment=experiment or self.experiment, dataset=self.dataset,
-                           profile=self.profile.name, method=method)
+        summ = summ.assign(
+            experiment=experiment or self.experiment, dataset=self.dataset, profile=self.profile.name, method=method
+        )
         self.record_rows(summ)
         return summ
 
@@ -293,12 +409,16 @@ def parameter_list(value, name: str, allow_empty: bool = False) -> list[float]:
         try:
             value = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            raise ValueError(f"parameter {name}: cannot read {value!r} as a list of numbers, e.g. \"[0.05, 0.3]\"") \
-                from None
+            raise ValueError(
+                f'parameter {name}: cannot read {value!r} as a list of numbers, e.g. "[0.05, 0.3]"'
+            ) from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, (list, tuple)) or (not value and not allow_empty) or \
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or (not value and not allow_empty)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         raise ValueError(f"parameter {name}: expected a non-empty list of numbers, got {value!r}")
     return [float(v) for v in value]
 

@@ -1,4 +1,5 @@
 """Training targets derived from instance labels."""
+
 from __future__ import annotations
 
 import numpy as np

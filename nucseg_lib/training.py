@@ -14,6 +14,7 @@ run continues at the next epoch and ends with the same weights as an
 uninterrupted one (randomness is re-seeded from ``(seed, epoch)`` each epoch).
 :func:`train_or_load` caches models by configuration under a models folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ class TrainingDiverged(RuntimeError):
 
     def __init__(self, folder: Path, record: dict):
         self.folder, self.record = Path(folder), record
-        super().__init__(f"{folder}: training diverged at epoch {record['epoch']}, step {record['step']} "
-                         f"({record['what']}); recorded in diverged.json, no weights saved")
+        super().__init__(
+            f"{folder}: training diverged at epoch {record['epoch']}, step {record['step']} "
+            f"({record['what']}); recorded in diverged.json, no weights saved"
+        )
 
 
 class ModelFolderError(RuntimeError):
@@ -67,8 +70,10 @@ def _torch_load(path: Path, device):
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, or a pickle that is not plain tensors and numbers
-        raise ModelFolderError(f"{path}: cannot load ({type(exc).__name__}: {str(exc)[:300]}); delete the file to "
-                               f"start that training again") from exc
+        raise ModelFolderError(
+            f"{path}: cannot load ({type(exc).__name__}: {str(exc)[:300]}); delete the file to "
+            f"start that training again"
+        ) from exc
 
 
 @dataclass
@@ -101,8 +106,10 @@ class TrainConfig:
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
-                                 f"trained for no step would be cached as if it had trained")
+                raise ValueError(
+                    f"TrainConfig.{name} must be a whole number >= 1, got {value!r}: a model that "
+                    f"trained for no step would be cached as if it had trained"
+                )
         if not isinstance(self.patch_size, (int, np.integer)) or self.patch_size < 16:
             raise ValueError(f"TrainConfig.patch_size must be a whole number of pixels >= 16, got {self.patch_size!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -110,8 +117,10 @@ class TrainConfig:
         if self.time_budget_s is not None and not (self.time_budget_s > 0):
             raise ValueError(f"TrainConfig.time_budget_s must be None or > 0 seconds, got {self.time_budget_s!r}")
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16' (resolve 'auto' with "
-                             f"nucseg_lib.machine.resolve_precision), got {self.precision!r}")
+            raise ValueError(
+                f"TrainConfig.precision must be 'fp32' or 'bf16' (resolve 'auto' with "
+                f"nucseg_lib.machine.resolve_precision), got {self.precision!r}"
+            )
         loss = make_loss(self.loss)  # unknown or malformed loss specifications fail here, before any training
         for term in getattr(loss, "terms", [loss]):
             if hasattr(term, "n_pixels"):
@@ -147,9 +156,14 @@ class PatchSampler:
         self.augment = augment
         areas = np.array([im.size for im in self.images], float)
         self.p = areas / areas.sum()
-        self.geometry = v2.Compose([
-            v2.RandomAffine(degrees=180, scale=(0.75, 1.33), interpolation=v2.InterpolationMode.BILINEAR),
-            v2.CenterCrop(patch_size), v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
+        self.geometry = v2.Compose(
+            [
+                v2.RandomAffine(degrees=180, scale=(0.75, 1.33), interpolation=v2.InterpolationMode.BILINEAR),
+                v2.CenterCrop(patch_size),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+            ]
+        )
 
     def _crop(self, rng, i: int, size: int):
         img, lab = self.images[i], self.labels[i]
@@ -160,7 +174,7 @@ class PatchSampler:
             img, lab = np.pad(img, pad, mode="reflect"), np.pad(lab, pad, mode="reflect")
             h, w = img.shape
         y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        return img[y:y + size, x:x + size], lab[y:y + size, x:x + size]
+        return img[y : y + size, x : x + size], lab[y : y + size, x : x + size]
 
     def patch_pair(self, rng):
         from torchvision import tv_tensors
@@ -188,8 +202,17 @@ def validation_dice(model, samples: Sequence[Sample], device=None, tile: int | N
 
     if not samples:
         return float("nan")
-    return float(np.mean([dice(s.labels > 0, foreground_probability(predict_probabilities(model, s.image, tile, device=device)) > 0.5)
-                          for s in samples]))
+    return float(
+        np.mean(
+            [
+                dice(
+                    s.labels > 0,
+                    foreground_probability(predict_probabilities(model, s.image, tile, device=device)) > 0.5,
+                )
+                for s in samples
+            ]
+        )
+    )
 
 
 def _save_atomic(obj, path: Path):
@@ -203,13 +226,23 @@ def check_snapshot_steps(steps, steps_per_epoch: int, epochs: int) -> set[int]:
     steps = {int(n) for n in steps}
     off = sorted(n for n in steps if n % steps_per_epoch or not 0 < n <= epochs * steps_per_epoch)
     if off:
-        raise ValueError(f"snapshot steps {off} are not multiples of steps_per_epoch ({steps_per_epoch}) "
-                         f"within the {epochs * steps_per_epoch} training steps")
+        raise ValueError(
+            f"snapshot steps {off} are not multiples of steps_per_epoch ({steps_per_epoch}) "
+            f"within the {epochs * steps_per_epoch} training steps"
+        )
     return steps
 
 
-def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Sequence[Sample], out_dir,
-          device=None, progress: bool = True, stop_after_epoch: int | None = None, snapshot_steps=()):
+def train(
+    config: TrainConfig,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    out_dir,
+    device=None,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    snapshot_steps=(),
+):
     """Train (or resume) a U-Net into ``out_dir``; returns ``(model, history DataFrame)``.
 
     ``snapshot_steps``: step counts (multiples of ``steps_per_epoch``) after which the weights
@@ -226,19 +259,28 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(device if isinstance(device, str) else None) if not isinstance(device, torch.device) else device
+    device = (
+        pick_device(device if isinstance(device, str) else None) if not isinstance(device, torch.device) else device
+    )
     snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     key = config.key()
     cfg_path, ckpt_path, div_path = out_dir / "config.json", out_dir / "checkpoint.pt", out_dir / "diverged.json"
     if cfg_path.exists():
         old_key = _read_json(cfg_path).get("key")
         if old_key != key:
-            raise ModelFolderError(f"{cfg_path}: this folder holds a model of another configuration (key {old_key}, "
-                                   f"asked for {key}); train into another folder or delete this one")
+            raise ModelFolderError(
+                f"{cfg_path}: this folder holds a model of another configuration (key {old_key}, "
+                f"asked for {key}); train into another folder or delete this one"
+            )
     if div_path.exists():
         raise TrainingDiverged(out_dir, _read_json(div_path))
-    info = {**asdict(config), "key": key, "out_channels": config.out_channels,
-            "train_images": [s.name for s in train_samples], "val_images": [s.name for s in val_samples]}
+    info = {
+        **asdict(config),
+        "key": key,
+        "out_channels": config.out_channels,
+        "train_images": [s.name for s in train_samples],
+        "val_images": [s.name for s in val_samples],
+    }
     _write_json_atomic(info, cfg_path)
 
     torch.manual_seed(config.seed)
@@ -253,24 +295,39 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
     if ckpt_path.exists():
         ckpt = _torch_load(ckpt_path, device)
         if ckpt.get("key", key) != key:
-            raise ModelFolderError(f"{ckpt_path}: checkpoint of another configuration (key {ckpt.get('key')}, "
-                                   f"asked for {key}); delete it to start again")
+            raise ModelFolderError(
+                f"{ckpt_path}: checkpoint of another configuration (key {ckpt.get('key')}, "
+                f"asked for {key}); delete it to start again"
+            )
         try:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             history, start = list(ckpt["history"]), int(ckpt["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ModelFolderError(f"{ckpt_path}: not a checkpoint of this model ({type(exc).__name__}: "
-                                   f"{str(exc)[:300]}); delete it to start again") from exc
+            raise ModelFolderError(
+                f"{ckpt_path}: not a checkpoint of this model ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); delete it to start again"
+            ) from exc
     spent = sum(h["seconds"] for h in history)
     total = config.epochs * config.steps_per_epoch
-    bar = tqdm(total=total, initial=start * config.steps_per_epoch, desc=f"train {config.loss}",
-               disable=not progress, mininterval=2.0, unit="step")
+    bar = tqdm(
+        total=total,
+        initial=start * config.steps_per_epoch,
+        desc=f"train {config.loss}",
+        disable=not progress,
+        mininterval=2.0,
+        unit="step",
+    )
 
     def diverged(epoch: int, step: int, what: str, losses: list):
         bar.close()
-        record = {"epoch": epoch + 1, "step": epoch * config.steps_per_epoch + step, "what": what,
-                  "last_losses": [float(v) for v in losses[-5:]], "key": key}
+        record = {
+            "epoch": epoch + 1,
+            "step": epoch * config.steps_per_epoch + step,
+            "what": what,
+            "last_losses": [float(v) for v in losses[-5:]],
+            "key": key,
+        }
         _write_json_atomic(record, div_path)
         return TrainingDiverged(out_dir, record)
 
@@ -308,17 +365,29 @@ def train(config: TrainConfig, train_samples: Sequence[Sample], val_samples: Seq
             snap = out_dir / "snapshots" / f"step-{steps_done:06d}"
             snap.parent.mkdir(exist_ok=True)
             _save_atomic(model.state_dict(), snap.with_suffix(".pt"))
-            _write_json_atomic({"steps": steps_done, "train_seconds": spent, "val_dice": val,
-                                "precision": config.precision}, snap.with_suffix(".json"))
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                      "epoch": epoch + 1, "key": key}, ckpt_path)
+            _write_json_atomic(
+                {"steps": steps_done, "train_seconds": spent, "val_dice": val, "precision": config.precision},
+                snap.with_suffix(".json"),
+            )
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "history": history,
+                "epoch": epoch + 1,
+                "key": key,
+            },
+            ckpt_path,
+        )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             bar.close()
             return model, pd.DataFrame(history)
     bar.close()
     if not history:
-        raise RuntimeError(f"{out_dir}: no training step ran (time budget {config.time_budget_s} s spent before the "
-                           f"first epoch); nothing is saved as a trained model")
+        raise RuntimeError(
+            f"{out_dir}: no training step ran (time budget {config.time_budget_s} s spent before the "
+            f"first epoch); nothing is saved as a trained model"
+        )
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
     _save_atomic(model.state_dict(), out_dir / "weights.pt")
@@ -355,8 +424,10 @@ def load_trained(folder, device=None):
 
 def snapshots(folder) -> pd.DataFrame:
     """The snapshots of a model folder, by step: ``steps, train_seconds, val_dice, precision, weights``."""
-    rows = [{**_read_json(j), "weights": j.with_suffix(".pt")}
-            for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))]
+    rows = [
+        {**_read_json(j), "weights": j.with_suffix(".pt")}
+        for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))
+    ]
     return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_dice", "precision", "weights"])
 
 
@@ -372,8 +443,9 @@ def _model_with_weights(folder: Path, weights: Path, device=None):
     try:
         model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFolderError(f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})") \
-            from exc
+        raise ModelFolderError(
+            f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})"
+        ) from exc
     try:
         model.load_state_dict(_torch_load(weights, "cpu"))
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -389,8 +461,16 @@ def model_folder(models_dir, config: TrainConfig, name: str | None = None) -> Pa
     return Path(models_dir) / f"{safe}-{config.key()}"
 
 
-def train_or_load(config: TrainConfig, train_samples, val_samples, models_dir, name: str | None = None,
-                  device=None, progress: bool = True, snapshot_steps=()):
+def train_or_load(
+    config: TrainConfig,
+    train_samples,
+    val_samples,
+    models_dir,
+    name: str | None = None,
+    device=None,
+    progress: bool = True,
+    snapshot_steps=(),
+):
     """Reuse the trained model of this exact configuration if its folder has weights, else train (or resume) it.
 
     Returns ``(model, history, folder)``.

@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic samples, the shared real data (skipped when absent)."""
+
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def small_synthetic():
 
 
 def disk(shape, center, radius):
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
 
 
@@ -53,9 +54,19 @@ def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
-           *(["--cores", str(cores)] if cores else []), "--rerun-incomplete", "--show-failed-logs", *args,
-           "--config", *config]
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *(["--cores", str(cores)] if cores else []),
+        "--rerun-incomplete",
+        "--show-failed-logs",
+        *args,
+        "--config",
+        *config,
+    ]
     r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-4000:]}")

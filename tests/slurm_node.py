@@ -6,6 +6,7 @@ the only one job steps find) unless a configuration not written by this module i
 and starts ``slurmctld`` and ``slurmd`` with their state, spool, log and pid files under a
 temporary folder. :func:`stop` ends the daemons it started, by their pid files.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,12 +63,12 @@ SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
 MinJobAge=600
-StateSaveLocation={folder / 'state'}
-SlurmdSpoolDir={folder / 'spool'}
-SlurmctldPidFile={pids['slurmctld']}
-SlurmdPidFile={pids['slurmd']}
-SlurmctldLogFile={folder / 'slurmctld.log'}
-SlurmdLogFile={folder / 'slurmd.log'}
+StateSaveLocation={folder / "state"}
+SlurmdSpoolDir={folder / "spool"}
+SlurmctldPidFile={pids["slurmctld"]}
+SlurmdPidFile={pids["slurmd"]}
+SlurmctldLogFile={folder / "slurmctld.log"}
+SlurmdLogFile={folder / "slurmd.log"}
 NodeName={host} CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)

@@ -3,6 +3,7 @@
 One test (or more) per item of the data-safety review: labels, stacks and channels,
 loss specifications, metrics inputs, probability maps, inference arguments, Kromp files.
 """
+
 import numpy as np
 import pytest
 import tifffile
@@ -102,7 +103,7 @@ def test_failed_extraction_leaves_no_dataset_behind(tmp_path):
         last = zf.infolist()[-1]
     # corrupt the compressed bytes of the last member (its CRC check fails during extraction)
     start = last.header_offset + 30 + len(last.filename.encode()) + len(last.extra)
-    data[start:start + 8] = b"\0" * 8
+    data[start : start + 8] = b"\0" * 8
     archive.write_bytes(bytes(data))
     target = tmp_path / "kromp2020"
     with pytest.raises(DataError, match="dataset.zip: extraction failed"):
@@ -112,12 +113,22 @@ def test_failed_extraction_leaves_no_dataset_behind(tmp_path):
 
 
 # ---------------------------------------------------------------- loss specifications
-@pytest.mark.parametrize("spec, msg", [
-    ("topk:1.5", "fraction in"), ("bce:5", "takes no argument"), ("dice:foo", "takes no argument"),
-    ("dice+boundary_ce", "cannot be summed"), ("-1*dice", "positive"), ("nan*dice", "positive"),
-    ("dice+0*bce", "positive"), ("topk:-3", "positive"), ("boundary_ce:nan", "positive"), ("topk:x", "number"),
-    ("topk", "number"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ("topk:1.5", "fraction in"),
+        ("bce:5", "takes no argument"),
+        ("dice:foo", "takes no argument"),
+        ("dice+boundary_ce", "cannot be summed"),
+        ("-1*dice", "positive"),
+        ("nan*dice", "positive"),
+        ("dice+0*bce", "positive"),
+        ("topk:-3", "positive"),
+        ("boundary_ce:nan", "positive"),
+        ("topk:x", "number"),
+        ("topk", "number"),
+    ],
+)
 def test_bad_loss_specs_are_refused(spec, msg):
     from nucseg_lib.losses import make_loss
 

@@ -1,6 +1,7 @@
 """Open the built books (the smoke run's and the reference run's) in headless Chromium: every page
 loads, every image loads, and no page shows a Python traceback, an error output, a warning or an
 absolute path of the machine that ran it."""
+
 import re
 import shutil
 from pathlib import Path
@@ -19,9 +20,18 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+    ):
         opts.add_argument(arg)
     drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
     yield drv
@@ -41,8 +51,11 @@ def reference_book():
 
 
 def check_pages(html: Path, browser, min_pages: int, min_images: int, check_paths: bool = True):
-    pages = sorted(p for p in html.rglob("*.html") if not p.name.startswith(("genindex", "search", "_"))
-                   and "_static" not in p.parts)
+    pages = sorted(
+        p
+        for p in html.rglob("*.html")
+        if not p.name.startswith(("genindex", "search", "_")) and "_static" not in p.parts
+    )
     assert len(pages) >= min_pages, pages
     n_images = 0
     for page in pages:
@@ -50,12 +63,15 @@ def check_pages(html: Path, browser, min_pages: int, min_images: int, check_path
         assert browser.execute_script("return document.readyState") == "complete", page
         text = browser.find_element("tag name", "body").text
         assert "Traceback (most recent call last)" not in text, page
-        assert not browser.find_elements("css selector", ".output.traceback, .cell_output .error, div.output_error"), page
+        assert not browser.find_elements("css selector", ".output.traceback, .cell_output .error, div.output_error"), (
+            page
+        )
         assert not WARNING.search(text), (page, WARNING.search(text).group(0))
         if check_paths:
-            assert not MACHINE_PATH.search(text), (page, text[max(0, MACHINE_PATH.search(text).start() - 80):][:200])
+            assert not MACHINE_PATH.search(text), (page, text[max(0, MACHINE_PATH.search(text).start() - 80) :][:200])
         broken = browser.execute_script(
-            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+        )
         assert broken == [], (page, broken)
         n_images += browser.execute_script("return document.images.length")
     assert n_images >= min_images  # the notebooks' figures are on the pages
@@ -69,4 +85,3 @@ def test_every_page_and_image_loads(smoke_run, browser):
     # the smoke run lives in a temporary folder, so its pages name /tmp paths: only the reference is held
     # to "no machine paths"
     check_pages(Path(smoke_run) / "_build" / "html", browser, min_pages=12, min_images=10, check_paths=False)
-

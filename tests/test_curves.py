@@ -1,4 +1,5 @@
 """Learning curves: snapshots of one long run, their evaluation, and the equal-budget comparison."""
+
 import json
 
 import numpy as np
@@ -16,8 +17,7 @@ def test_snapshots_hold_the_weights_after_those_steps(tmp_path, small_synthetic)
     tr = [s for s in small_synthetic if s.meta["split"] == "train"]
     cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, seed=1)
     final, _ = train(cfg, tr[:4], tr[4:], tmp_path / "long", progress=False, snapshot_steps=[2, 6])
-    short, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 1}), tr[:4], tr[4:], tmp_path / "short",
-                     progress=False)
+    short, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 1}), tr[:4], tr[4:], tmp_path / "short", progress=False)
     snaps = snapshots(tmp_path / "long")
     assert list(snaps.steps) == [2, 6] and (snaps.train_seconds.diff().dropna() > 0).all()
     at2 = load_snapshot(tmp_path / "long", snaps.weights[0])
@@ -48,8 +48,16 @@ def test_winner_by_budget_known_answer():
     for method, f1s, secs in (("a", [0.5, 0.9], [10, 100]), ("b", [0.7, 0.8], [20, 40])):
         for seed, jitter in ((0, -0.01), (1, 0.01)):
             for steps, f1, sec in zip([100, 200], f1s, secs):
-                rows.append({"method": method, "scale": 4.0, "seed": seed, "steps": steps,
-                             "train_seconds": sec, "f1@0.5": f1 + jitter})
+                rows.append(
+                    {
+                        "method": method,
+                        "scale": 4.0,
+                        "seed": seed,
+                        "steps": steps,
+                        "train_seconds": sec,
+                        "f1@0.5": f1 + jitter,
+                    }
+                )
     curves = pd.DataFrame(rows)
     w = winner_by_budget(curves, "steps").set_index(["method", "budget"])
     assert w.loc[("a", 200), "mean"] == pytest.approx(0.9) and w.loc[("a", 200), "low"] == pytest.approx(0.89)
@@ -80,12 +88,16 @@ def test_learning_curve_end_to_end_on_smoke_data(tmp_path):
 def test_leaders_say_undetermined_or_overlapping_instead_of_a_winner():
     from nucseg_lib.curves import leaders
 
-    w = pd.DataFrame([{"method": "a", "scale": 4.0, "budget": 100, "mean": 0.0, "low": 0.0, "high": 0.0},
-                      {"method": "b", "scale": 4.0, "budget": 100, "mean": 0.0, "low": 0.0, "high": 0.0},
-                      {"method": "a", "scale": 4.0, "budget": 200, "mean": 0.90, "low": 0.88, "high": 0.92},
-                      {"method": "b", "scale": 2.0, "budget": 200, "mean": 0.85, "low": 0.80, "high": 0.89},
-                      {"method": "a", "scale": 4.0, "budget": 400, "mean": 0.95, "low": 0.94, "high": 0.96},
-                      {"method": "b", "scale": 2.0, "budget": 400, "mean": 0.85, "low": 0.84, "high": 0.86}])
+    w = pd.DataFrame(
+        [
+            {"method": "a", "scale": 4.0, "budget": 100, "mean": 0.0, "low": 0.0, "high": 0.0},
+            {"method": "b", "scale": 4.0, "budget": 100, "mean": 0.0, "low": 0.0, "high": 0.0},
+            {"method": "a", "scale": 4.0, "budget": 200, "mean": 0.90, "low": 0.88, "high": 0.92},
+            {"method": "b", "scale": 2.0, "budget": 200, "mean": 0.85, "low": 0.80, "high": 0.89},
+            {"method": "a", "scale": 4.0, "budget": 400, "mean": 0.95, "low": 0.94, "high": 0.96},
+            {"method": "b", "scale": 2.0, "budget": 400, "mean": 0.85, "low": 0.84, "high": 0.86},
+        ]
+    )
     lead = leaders(w).set_index("budget")
     assert lead.loc[100, "verdict"].startswith("undetermined") and pd.isna(lead.loc[100, "run"])
     assert not lead.loc[200, "clear"] and "overlaps b 2x" in lead.loc[200, "verdict"]

@@ -45,10 +45,12 @@ def test_synthetic_conditions_differ_as_documented():
     grown = ndi.grey_dilation(s.labels, size=3)
     touching = (s.labels > 0) & (grown != s.labels) & (grown > 0)
     assert touching.sum() > 0
+
     # low_snr has a lower signal-to-noise ratio than sparse
     def snr(x):
         fg, bg = x.image[x.labels > 0], x.image[x.labels == 0]
         return (fg.mean() - bg.mean()) / bg.std()
+
     assert snr(synthetic.generate("low_snr", 256, seed=0)) < snr(synthetic.generate("sparse", 256, seed=0))
 
 
@@ -67,13 +69,16 @@ def test_normalize_percentile():
     assert np.isclose(np.percentile(n, 1), 0, atol=1e-6) and np.isclose(np.percentile(n, 99.8), 1, atol=1e-6)
 
 
-@pytest.mark.parametrize("image,labels,msg", [
-    (np.random.rand(10, 10), np.zeros((10, 12), int), "differ"),
-    (np.random.rand(10, 10), np.zeros((10, 10), float), "integer"),
-    (np.full((10, 10), np.nan), np.zeros((10, 10), int), "NaN"),
-    (np.ones((10, 10)), np.zeros((10, 10), int), "constant"),
-    (np.random.rand(10, 10, 3), np.zeros((10, 10), int), "2D"),
-])
+@pytest.mark.parametrize(
+    "image,labels,msg",
+    [
+        (np.random.rand(10, 10), np.zeros((10, 12), int), "differ"),
+        (np.random.rand(10, 10), np.zeros((10, 10), float), "integer"),
+        (np.full((10, 10), np.nan), np.zeros((10, 10), int), "NaN"),
+        (np.ones((10, 10)), np.zeros((10, 10), int), "constant"),
+        (np.random.rand(10, 10, 3), np.zeros((10, 10), int), "2D"),
+    ],
+)
 def test_sample_validation_names_the_problem(image, labels, msg):
     with pytest.raises(DataError, match=msg) as err:
         Sample(image, labels, name="img-7", group="g")
@@ -113,8 +118,9 @@ def test_multichannel_tiff_gives_channel_0(tmp_path):
 def test_pair_by_name(tmp_path):
     from pathlib import Path
 
-    pairs = pair_by_name([Path("x/a.tif"), Path("x/b10.tif"), Path("x/b2.tif")],
-                         [Path("y/b2.tif"), Path("y/a.tif"), Path("y/b10.tif")])
+    pairs = pair_by_name(
+        [Path("x/a.tif"), Path("x/b10.tif"), Path("x/b2.tif")], [Path("y/b2.tif"), Path("y/a.tif"), Path("y/b10.tif")]
+    )
     assert [p[0].stem for p in pairs] == ["a", "b2", "b10"]
     with pytest.raises(DataError, match="c.tif"):
         pair_by_name([Path("x/a.tif"), Path("x/c.tif")], [Path("y/a.tif")])
@@ -174,8 +180,9 @@ def test_kromp_loader_on_a_small_copy(tmp_path):
     assert np.array_equal(first.image, raw.astype(np.float32))
     assert first.group == "Neuroblastoma" and first.n_nuclei == 2
     sugg = kromp.load(root, split="test", scheme="suggested")
-    assert sorted(s.name for s in sugg) == sorted(f"{['Neuroblastoma', 'normal', 'Ganglioneuroblastoma'][i % 3]}_{i}"
-                                                  for i in range(12) if i % 4 == 0)
+    assert sorted(s.name for s in sugg) == sorted(
+        f"{['Neuroblastoma', 'normal', 'Ganglioneuroblastoma'][i % 3]}_{i}" for i in range(12) if i % 4 == 0
+    )
     paper_test = kromp.load(root, split="test", scheme="paper")
     assert paper_test and len(paper_test) < 12
     assert [s.name for s in paper_test] == [s.name for s in kromp.load(root, split="test")]  # fixed seed

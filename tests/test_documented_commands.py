@@ -13,6 +13,7 @@ SLURM). Make targets are checked with ``make -n`` (they run for real in CI's ``m
 and in ``make book``). A command of a kind this file does not know fails the test, so a new
 documented command needs a way to be checked here.
 """
+
 import os
 import re
 import shlex
@@ -133,4 +134,6 @@ def test_documented_commands_run_as_written(tmp_path):
         seen.add(key)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         r = subprocess.run(run, cwd=REPO / cwd, capture_output=True, text=True, env=env)
-        assert r.returncode == 0, f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"
+        assert r.returncode == 0, (
+            f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"
+        )

@@ -1,4 +1,5 @@
 """Your own annotated images as a dataset: images/ and labels/ paired by file name."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,8 +41,13 @@ def test_folder_dataset_pairs_by_name_and_splits_by_name(tmp_path):
 
 def test_folder_dataset_split_csv_and_errors(tmp_path):
     root = make_folder(tmp_path / "d", n=4)
-    pd.DataFrame({"name": [f"img{i:02d}.tif" for i in range(4)], "split": ["train", "train", "test", "train"],
-                  "group": ["a", "b", "a", "b"]}).to_csv(root / "split.csv", index=False)
+    pd.DataFrame(
+        {
+            "name": [f"img{i:02d}.tif" for i in range(4)],
+            "split": ["train", "train", "test", "train"],
+            "group": ["a", "b", "a", "b"],
+        }
+    ).to_csv(root / "split.csv", index=False)
     test = load_dataset("folder", "test", root=root)
     assert [s.name for s in test] == ["img02"] and test[0].group == "a"
     (root / "split.csv").write_text("name,split\nimg00,train\nimg01,validation\n")

@@ -75,6 +75,7 @@ def test_boundary_watershed_distance_seeds_split_a_neck_the_seam_missed():
     truth = touching_pair()
     fg = truth > 0
     from skimage.segmentation import find_boundaries
+
     rim = find_boundaries(fg, mode="inner") & fg
     cls = np.where(rim, 2, fg.astype(int))
     onehot = np.eye(3)[cls].transpose(2, 0, 1)
@@ -89,6 +90,7 @@ def test_tune_watershed_prefers_parameters_that_split_touching_nuclei():
     truth = touching_pair()
     fg = truth > 0
     from skimage.segmentation import find_boundaries
+
     cls = np.where(find_boundaries(fg, mode="inner") & fg, 2, fg.astype(int))
     onehot = np.eye(3)[cls].transpose(2, 0, 1)
     best, table = I.tune_watershed([onehot], [truth], grid={"h": [None, 2.0]})

@@ -1,4 +1,5 @@
 """Machine facts and the precision rule: bf16 only where it runs natively and faster, fp32 otherwise."""
+
 import json
 
 import numpy as np

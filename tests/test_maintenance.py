@@ -1,4 +1,5 @@
 """What maintainers rely on: lint, the GitHub workflows, the citation file, the book's build step."""
+
 import shlex
 import subprocess
 import sys
@@ -17,9 +18,11 @@ def run(cmd, **kw):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, **kw)
 
 
-def test_ruff_lints_the_code_and_the_notebooks():
+def test_ruff_lints_and_formats_the_code_and_lints_the_notebooks():
     r = run([str(BIN / "ruff"), "check", "nucseg_lib", "tests", "benchmarks", "--output-format", "concise"])
     assert r.returncode == 0, r.stdout + r.stderr
+    r = run([str(BIN / "ruff"), "format", "--check", "nucseg_lib", "tests", "benchmarks"])
+    assert r.returncode == 0, r.stdout + r.stderr  # formatted: `ruff format nucseg_lib tests benchmarks`
     r = run([str(BIN / "nbqa"), "ruff", "notebooks", "--output-format", "concise"])
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -64,8 +67,9 @@ def test_citation_file_is_valid_cff(tmp_path):
     assert cff["license"] == "MIT" and any("Nuclei Segmentation" in r["title"] for r in cff["references"])
     venv = tmp_path / "cff"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "cffconvert==2.0.0"], capture_output=True,
-                         text=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "cffconvert==2.0.0"], capture_output=True, text=True
+    )
     if pip.returncode != 0:
         pytest.skip(f"cffconvert could not be installed (no package registry?): {pip.stderr[-300:]}")
     r = run([str(venv / "bin" / "cffconvert"), "--validate", "-i", "CITATION.cff"])
@@ -97,9 +101,17 @@ def test_each_book_says_what_its_run_is(tmp_path):
 
     from nucseg_lib.runner import run_description
 
-    (tmp_path / "run.json").write_text(json.dumps({"dataset": "synthetic", "profile": "quick", "parameters":
-                                                   {"seed": 0}, "assembled": "2026-11-25T06:00:00+00:00",
-                                                   "hardware": {"cpu": "AMD EPYC"}}))
+    (tmp_path / "run.json").write_text(
+        json.dumps(
+            {
+                "dataset": "synthetic",
+                "profile": "quick",
+                "parameters": {"seed": 0},
+                "assembled": "2026-11-25T06:00:00+00:00",
+                "hardware": {"cpu": "AMD EPYC"},
+            }
+        )
+    )
     text = run_description(tmp_path)
     assert "synthetic nuclei" in text and "`quick` profile" in text and "AMD EPYC" in text and "2026-11-25" in text
     assert "Coelho" not in text

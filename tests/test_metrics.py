@@ -83,9 +83,8 @@ def test_pool_and_summary_match_hand_counts():
     assert per_group.set_index(["group", "thresh"]).loc[("g1", 0.5), "f1"] == 1.0
 
 
-
 def test_paired_difference_of_pooled_f1():
-    a, b = two_disks(2)   # matched at IoU 0.5
+    a, b = two_disks(2)  # matched at IoU 0.5
     c, d = two_disks(15)  # not matched
     good = M.evaluate_instances([a, c], [b, c], ["x", "y"])  # second image perfect
     bad = M.evaluate_instances([a, c], [b, d], ["x", "y"])
@@ -96,6 +95,7 @@ def test_paired_difference_of_pooled_f1():
     assert same["value"] == same["ci_low"] == same["ci_high"] == 0.0
     with pytest.raises(ValueError, match="different images"):
         M.paired_difference(good, M.evaluate_instances([a], [b], ["z"]))
+
 
 def test_mean_with_ci():
     r = M.mean_with_ci([0.9, 0.8, 1.0, 0.7], n_boot=500)

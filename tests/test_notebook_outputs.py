@@ -4,6 +4,7 @@ nbval re-executes each executed copy and compares the outputs of the cells marke
 ``# NBVAL_CHECK_OUTPUT`` (deterministic ones: data tables, plans, file lists), after the
 substitutions of ``tests/nbval_sanitize.cfg`` (CPU names, model-folder hashes).
 """
+
 import subprocess
 import sys
 
@@ -19,8 +20,9 @@ def test_notebooks_in_the_repository_carry_no_outputs():
         with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
         assert not with_outputs, f"{path.name}: cells {with_outputs} have outputs; strip them"
         assert "papermill" not in nb.metadata, f"{path.name}: papermill metadata of an executed copy"
-        assert any("remove-cell" in c.metadata.get("tags", []) and "demo" in c.source for c in nb.cells[:3]), \
+        assert any("remove-cell" in c.metadata.get("tags", []) and "demo" in c.source for c in nb.cells[:3]), (
             f"{path.name}: no opening cell telling a student what the demo profile gives and where results are"
+        )
         checked = [c for c in nb.cells if "NBVAL_CHECK_OUTPUT" in c.source]
         assert path.name.startswith(("02", "03", "05", "06", "07")) or checked, f"{path.name}: no checked cell"
 
@@ -28,8 +30,22 @@ def test_notebooks_in_the_repository_carry_no_outputs():
 def test_nbval_on_the_executed_smoke_notebooks(smoke_run):
     notebooks = sorted(str(p) for p in (smoke_run / "notebooks").glob("0*.ipynb") if "." not in p.stem)
     assert len(notebooks) == 9
-    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
-                        "--nbval-sanitize-with", str(REPO / "tests" / "nbval_sanitize.cfg"), *notebooks],
-                       cwd=smoke_run, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--nbval-sanitize-with",
+            str(REPO / "tests" / "nbval_sanitize.cfg"),
+            *notebooks,
+        ],
+        cwd=smoke_run,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout[-4000:]
     assert "passed" in r.stdout

@@ -1,4 +1,5 @@
 """Segmenting your own images: scale handling (known answers), the nucseg command, exported models."""
+
 import subprocess
 import sys
 
@@ -81,8 +82,14 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exported")
     study = Study("synthetic", "smoke", out_dir=tmp / "run")
     _, _, folder = study.unet("boundary_ce:3")
-    return export_model(tmp / "model", "unet_boundary", {"seed_threshold": 0.5, "h": None},
-                        [s.labels for s in study.train], scale=1.0, source=folder)
+    return export_model(
+        tmp / "model",
+        "unet_boundary",
+        {"seed_threshold": 0.5, "h": None},
+        [s.labels for s in study.train],
+        scale=1.0,
+        source=folder,
+    )
 
 
 def test_exported_model_folder_is_complete_and_half_precision(exported):
@@ -120,19 +127,34 @@ def test_nucseg_predict_command_batch_with_a_corrupt_file(exported, tmp_path):
         labels = tifffile.imread(out / f"good{i}_labels.tif")
         assert labels.shape == (96, 128) and labels.dtype == np.uint16
         table = pd.read_csv(out / f"good{i}_nuclei.csv")
-        assert list(table.columns) == ["label", "area_px", "centroid_y", "centroid_x", "mean_intensity",
-                                       "eccentricity", "solidity"]
+        assert list(table.columns) == [
+            "label",
+            "area_px",
+            "centroid_y",
+            "centroid_x",
+            "mean_intensity",
+            "eccentricity",
+            "solidity",
+        ]
         assert len(table) == labels.max()
         assert (out / f"good{i}_overlay.png").stat().st_size > 0
     assert not (out / "corrupt_labels.tif").exists()
     (inputs / "corrupt.tif").unlink()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and "skipping 2 of 2" in again.stdout
-    bad = subprocess.run(NUCSEG + ["predict", "-m", str(tmp_path), "-o", str(out), "--overwrite", str(inputs)],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        NUCSEG + ["predict", "-m", str(tmp_path), "-o", str(out), "--overwrite", str(inputs)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "not an exported model" in bad.stderr
-    missing = subprocess.run(NUCSEG + ["predict", "-m", str(exported), "-o", str(out), str(tmp_path / "nope.tif")],
-                             capture_output=True, text=True, cwd=REPO)
+    missing = subprocess.run(
+        NUCSEG + ["predict", "-m", str(exported), "-o", str(out), str(tmp_path / "nope.tif")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert missing.returncode != 0 and "nope.tif: no such file" in missing.stderr
 
 
@@ -156,8 +178,9 @@ def _cli_labels(tmp_path, name, image, *args):
     folder = tmp_path / f"in-{name}"
     folder.mkdir()
     tifffile.imwrite(folder / f"{name}.tif", image)
-    r = subprocess.run(NUCSEG + ["predict", "-o", str(tmp_path / "out"), *args, str(folder)], capture_output=True,
-                       text=True, cwd=REPO)
+    r = subprocess.run(
+        NUCSEG + ["predict", "-o", str(tmp_path / "out"), *args, str(folder)], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     factor = float(re.search(r"scaled by 1/([0-9.]+)", r.stdout).group(1))
     return tifffile.imread(tmp_path / "out" / f"{name}_labels.tif").astype(np.int32), factor
@@ -170,8 +193,9 @@ def _study_path_f1(segmenter, images, truths, factor):
 
     small = [rescale_sample(Sample(im.astype(np.float32), t, name="x"), factor) for im, t in zip(images, truths)]
     preds = [segmenter._instances(s.image) for s in small]
-    return pool(evaluate_instances([s.labels for s in small], preds, [str(i) for i in range(len(small))],
-                                   thresholds=(0.5,))).f1.iloc[0]
+    return pool(
+        evaluate_instances([s.labels for s in small], preds, [str(i) for i in range(len(small))], thresholds=(0.5,))
+    ).f1.iloc[0]
 
 
 @pytest.mark.slow

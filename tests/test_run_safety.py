@@ -1,4 +1,5 @@
 """Nothing lost, nothing silently wrong: model folders, checkpoints, divergence, and the runner's records."""
+
 import json
 from pathlib import Path
 
@@ -51,11 +52,14 @@ def test_folder_of_another_configuration_is_not_resumed(tmp_path, small_syntheti
     assert (folder / "config.json").read_text() == before  # not rewritten
 
 
-@pytest.mark.parametrize("name, content, msg", [
-    ("weights.pt", b"not a zip", "weights.pt: cannot load"),
-    ("config.json", b"{broken", "config.json: cannot read"),
-    ("history.csv", b'"unclosed\n1,2', "history.csv: cannot read"),
-])
+@pytest.mark.parametrize(
+    "name, content, msg",
+    [
+        ("weights.pt", b"not a zip", "weights.pt: cannot load"),
+        ("config.json", b"{broken", "config.json: cannot read"),
+        ("history.csv", b'"unclosed\n1,2', "history.csv: cannot read"),
+    ],
+)
 def test_corrupt_model_files_are_named(tmp_path, small_synthetic, name, content, msg):
     folder = tmp_path / "m"
     train(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], folder, progress=False)
@@ -74,8 +78,13 @@ def test_weights_of_another_shape_are_named(tmp_path, small_synthetic):
 
 # ---------------------------------------------------------------- divergence and untrained models
 def test_untrained_configurations_are_refused():
-    for bad in (dict(epochs=0), dict(steps_per_epoch=0), dict(time_budget_s=0), dict(lr=float("nan")),
-                dict(loss="dice:foo")):
+    for bad in (
+        dict(epochs=0),
+        dict(steps_per_epoch=0),
+        dict(time_budget_s=0),
+        dict(lr=float("nan")),
+        dict(loss="dice:foo"),
+    ):
         with pytest.raises(ValueError):
             TrainConfig(**{**TINY, **bad})
 
@@ -89,8 +98,9 @@ def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synt
 
     monkeypatch.setattr(T, "make_loss", lambda spec: NaNLoss())
     with pytest.raises(TrainingDiverged, match="diverged at epoch 1, step 1"):
-        train_or_load(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan",
-                      progress=False)
+        train_or_load(
+            TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan", progress=False
+        )
     folder = next(tmp_path.glob("nan-*"))
     assert not (folder / "weights.pt").exists()
     record = json.loads((folder / "diverged.json").read_text())
@@ -98,8 +108,9 @@ def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synt
     calls = []
     monkeypatch.setattr(T, "PatchSampler", lambda *a, **k: calls.append(1))
     with pytest.raises(TrainingDiverged):  # asked again: the recorded divergence, no retraining
-        train_or_load(TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan",
-                      progress=False)
+        train_or_load(
+            TrainConfig(**TINY), small_synthetic[:4], small_synthetic[4:5], tmp_path, name="nan", progress=False
+        )
     assert calls == []
 
 
@@ -107,8 +118,10 @@ def test_results_page_shows_divergence_not_a_dice_of_zero():
     from nucseg_lib.book import claims_table
     from nucseg_lib.study import SUMMARY_COLUMNS
 
-    rows = pd.DataFrame([["topk", "synthetic", "smoke", "unet_topk_0.1", "diverged_at_step", 37, np.nan, np.nan, 0]],
-                        columns=SUMMARY_COLUMNS)
+    rows = pd.DataFrame(
+        [["topk", "synthetic", "smoke", "unet_topk_0.1", "diverged_at_step", 37, np.nan, np.nan, 0]],
+        columns=SUMMARY_COLUMNS,
+    )
     row = claims_table(rows).set_index("claim").loc["Top-K alone, K = 10% of a patch: does not converge"]
     assert row["ours [95% CI]"] == "diverged at step 37" and "diverged" in row["verdict"]
 
@@ -121,11 +134,21 @@ def _finished_run(root: Path, seed: int = 0) -> Path:
     (out / "results").mkdir()
     (out / "notebooks" / "01_data.ipynb").write_text('{"good": true}')
     (out / "results" / "summary.csv").write_text("experiment,dataset\ndata,synthetic\n")
-    params = {"dataset": "synthetic", "profile": "smoke", "seed": seed, "out_dir": str(out.resolve()),
-              "data_root": None, "epochs": None, "steps_per_epoch": None, "batch_size": None, "patch_size": None}
+    params = {
+        "dataset": "synthetic",
+        "profile": "smoke",
+        "seed": seed,
+        "out_dir": str(out.resolve()),
+        "data_root": None,
+        "epochs": None,
+        "steps_per_epoch": None,
+        "batch_size": None,
+        "patch_size": None,
+    }
     (out / "results" / "parameters.json").write_text(json.dumps(params))
-    (out / "results" / "run.json").write_text(json.dumps(
-        {"parameters": params, "notebooks": {"01_data": {"status": "ok", "seconds": 1.0}}}))
+    (out / "results" / "run.json").write_text(
+        json.dumps({"parameters": params, "notebooks": {"01_data": {"status": "ok", "seconds": 1.0}}})
+    )
     return out
 
 
@@ -158,10 +181,16 @@ def test_publish_from_the_shell_keeps_the_target_on_a_typo(tmp_path):
 
     run = _finished_run(tmp_path)
     to = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(run), "--to", str(to)],
-                   check=True, capture_output=True)
-    r = subprocess.run([sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(tmp_path / "rnu"),
-                        "--to", str(to)], capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(run), "--to", str(to)],
+        check=True,
+        capture_output=True,
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(tmp_path / "rnu"), "--to", str(to)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and "not a finished run" in r.stderr and "Traceback" not in r.stderr
     assert (to / "results" / "summary.csv").exists()
 
@@ -204,8 +233,20 @@ def test_a_killed_run_resumes_without_re_executing_finished_notebooks(tmp_path):
     from tests.conftest import SNAKEFILE, snakemake
 
     out = tmp_path / "run"
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(tmp_path),
-           "--cores", "1", "--config", "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false"]
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "--config",
+        "profile=smoke",
+        f"out={out}",
+        "notebooks=[01,02,03]",
+        "book=false",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until one notebook finished and another one runs
@@ -228,8 +269,11 @@ def test_a_killed_run_resumes_without_re_executing_finished_notebooks(tmp_path):
     snakemake(tmp_path, "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false")
     for name, mtime in finished.items():  # nothing finished was executed again
         assert (out / "notebooks" / name).stat().st_mtime_ns == mtime, name
-    assert {p.name for p in (out / "notebooks").glob("*.ipynb")} == {"01_data.ipynb", "02_baseline.ipynb",
-                                                                     "03_transfer.ipynb"}
+    assert {p.name for p in (out / "notebooks").glob("*.ipynb")} == {
+        "01_data.ipynb",
+        "02_baseline.ipynb",
+        "03_transfer.ipynb",
+    }
     record = json.loads((out / "results" / "run.json").read_text())
     assert set(record["notebooks"]) == {"01_data", "02_baseline", "03_transfer"}
 
@@ -254,8 +298,16 @@ def test_workflow_prints_the_cause_of_a_failed_notebook(tmp_path):
     from tests.conftest import snakemake
 
     missing = tmp_path / "no-such-coelho"
-    r = snakemake(tmp_path, "dataset=coelho2009", f"data_root={missing}", "profile=smoke", "notebooks=[01]",
-                  f"out={tmp_path / 'run'}", "book=false", check=False)
+    r = snakemake(
+        tmp_path,
+        "dataset=coelho2009",
+        f"data_root={missing}",
+        "profile=smoke",
+        "notebooks=[01]",
+        f"out={tmp_path / 'run'}",
+        "book=false",
+        check=False,
+    )
     assert r.returncode != 0
     assert "FAILED: notebook 01_data" in r.stdout
     assert "cause: DataError" in r.stdout and "no-such-coelho" in r.stdout

@@ -1,5 +1,6 @@
 """StarDist baseline: a few training steps give a model that reloads and predicts; the packaged real image
 goes through the same evaluation path as the U-Net."""
+
 import numpy as np
 import pytest
 

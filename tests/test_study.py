@@ -1,4 +1,5 @@
 """The results contract, the runner (smoke profile, real papermill) and the generated results page."""
+
 import json
 
 import numpy as np
@@ -49,8 +50,15 @@ def test_runner_writes_the_contract(smoke_run):
     for exp in ("baseline", "transfer", "topk", "boundary", "stardist", "receptive_field", "beyond"):
         assert exp in set(summary.experiment), exp
     methods = set(summary.method)
-    assert {"unet_dice", "unet_topk_0.1", "unet_dice+topk_0.1", "unet_oracle", "stardist", "unet_boundary",
-            "unet_dice_cc"} <= methods
+    assert {
+        "unet_dice",
+        "unet_topk_0.1",
+        "unet_dice+topk_0.1",
+        "unet_oracle",
+        "stardist",
+        "unet_boundary",
+        "unet_dice_cc",
+    } <= methods
     assert {"dice", "boundary_dice", "f1@0.5", "ap@0.5:0.95", "pq@0.5", "merged", "split"} <= set(summary.metric)
     run = json.loads((smoke_run / "results" / "run.json").read_text())
     assert run["dataset"] == "synthetic" and run["profile"] == "smoke"
@@ -119,9 +127,14 @@ def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
 
     from nucseg_lib.jobs import REPO
 
-    pm.execute_notebook(str(REPO / "notebooks" / "04_topk.ipynb"), str(tmp_path / "04.ipynb"),
-                        parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1},
-                        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "04_topk.ipynb"),
+        str(tmp_path / "04.ipynb"),
+        parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1},
+        cwd=str(REPO / "notebooks"),
+        progress_bar=False,
+        kernel_name="python3",
+    )
     summary = pd.read_csv(tmp_path / "results" / "parts" / "topk.csv")
     methods = set(summary[summary.experiment == "topk"].method)
     assert "unet_topk_0.05" in methods and "unet_topk_0.2" not in methods

@@ -31,7 +31,9 @@ def test_model_folder_and_cache(tmp_path, small_synthetic):
     cfg = tiny_config(epochs=1, loss="boundary_ce")
     model, hist, folder = train_or_load(cfg, tr[:4], tr[4:], tmp_path)
     conf = json.loads((folder / "config.json").read_text())
-    assert conf["loss"] == "boundary_ce" and conf["out_channels"] == 3 and conf["train_images"] == [s.name for s in tr[:4]]
+    assert (
+        conf["loss"] == "boundary_ce" and conf["out_channels"] == 3 and conf["train_images"] == [s.name for s in tr[:4]]
+    )
     history = pd.read_csv(folder / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_dice", "seconds"] and len(history) == 1
     mtime = (folder / "weights.pt").stat().st_mtime

@@ -1,4 +1,5 @@
 """The study through a real single-node SLURM cluster gives the same results as a local run."""
+
 import subprocess
 
 import pandas as pd
@@ -20,16 +21,32 @@ def slurm(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_study_through_slurm_equals_the_local_run(slurm, smoke_run, tmp_path):
-    before = set(subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True)
-                 .stdout.split())
+    before = set(
+        subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    )
     out = tmp_path / "run"
     # the cluster run exactly as book/reproduce.md shows it, plus the two settings a cluster without
     # accounting needs (status from squeue, no account)
-    snakemake(tmp_path, "profile=smoke", f"out={out}", "book=false", cores=None,
-              args=["--profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-no-account",
-                    "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"])
-    jobs = set(subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True)
-               .stdout.split()) - before
+    snakemake(
+        tmp_path,
+        "profile=smoke",
+        f"out={out}",
+        "book=false",
+        cores=None,
+        args=[
+            "--profile",
+            str(REPO / "workflow" / "profiles" / "slurm"),
+            "--slurm-no-account",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+        ],
+    )
+    jobs = (
+        set(subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout.split())
+        - before
+    )
     # parameters and assemble are local rules; 8 notebooks and 3 shared models went through SLURM
     assert len(jobs) >= 11, f"only {len(jobs)} SLURM jobs"
     local = pd.read_csv(smoke_run / "results" / "summary.csv")
@@ -39,5 +56,4 @@ def test_smoke_study_through_slurm_equals_the_local_run(slurm, smoke_run, tmp_pa
     both = local.merge(cluster, on=key, suffixes=("_local", "_slurm"))
     deterministic = both[~both.metric.str.contains("seconds")]  # timings differ between any two runs
     assert len(deterministic) > 50
-    pd.testing.assert_series_equal(deterministic.value_local, deterministic.value_slurm, check_names=False,
-                                   rtol=1e-9)
+    pd.testing.assert_series_equal(deterministic.value_local, deterministic.value_slurm, check_names=False, rtol=1e-9)

@@ -7,6 +7,7 @@
 
 :func:`load_dataset` is the single entry point the notebooks use.
 """
+
 from __future__ import annotations
 
 from . import coelho, folder, kromp, synthetic
@@ -34,5 +35,17 @@ def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, *
     return [rescale_sample(s, scale) for s in samples]
 
 
-__all__ = ["DATASETS", "DataError", "Sample", "load_dataset", "normalize_percentile", "read_image",
-           "read_labels", "rescale_sample", "coelho", "folder", "kromp", "synthetic"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Sample",
+    "load_dataset",
+    "normalize_percentile",
+    "read_image",
+    "read_labels",
+    "rescale_sample",
+    "coelho",
+    "folder",
+    "kromp",
+    "synthetic",
+]

@@ -18,6 +18,7 @@ Cite: L. P. Coelho, A. Shariff, R. F. Murphy. *Nuclear segmentation in
 microscope cell images: a hand-segmented dataset and comparison of algorithms.*
 ISBI 2009, pp. 518-521. doi:10.1109/ISBI.2009.5193098
 """
+
 from __future__ import annotations
 
 from .common import (
@@ -37,8 +38,10 @@ URL = "https://raw.githubusercontent.com/luispedro/Coelho2009_ISBI_NuclearSegmen
 CELL_LINES = {"gnf": "U2OS", "ic100": "NIH3T3"}
 TEST_FRACTION = 0.2
 SPLIT_SALT = "coelho2009"
-CITATION = ("L. P. Coelho, A. Shariff, R. F. Murphy. Nuclear segmentation in microscope cell images: "
-            "a hand-segmented dataset and comparison of algorithms. ISBI 2009. doi:10.1109/ISBI.2009.5193098")
+CITATION = (
+    "L. P. Coelho, A. Shariff, R. F. Murphy. Nuclear segmentation in microscope cell images: "
+    "a hand-segmented dataset and comparison of algorithms. ISBI 2009. doi:10.1109/ISBI.2009.5193098"
+)
 
 
 def load(root=None, split: str = "all") -> list[Sample]:
@@ -64,9 +67,16 @@ def load(root=None, split: str = "all") -> list[Sample]:
         assign = split_by_name([f"{folder}/{p.stem}" for p in labels], TEST_FRACTION, SPLIT_SALT)
         for img_path, lab_path in pair_by_name(images, labels):
             name = f"{folder}/{img_path.stem}"
-            samples.append(Sample(read_image(img_path, channel=0), read_labels(lab_path), name=name, group=line,
-                                  dataset=NAME, meta={"split": assign[name], "path": str(img_path)}))
+            samples.append(
+                Sample(
+                    read_image(img_path, channel=0),
+                    read_labels(lab_path),
+                    name=name,
+                    group=line,
+                    dataset=NAME,
+                    meta={"split": assign[name], "path": str(img_path)},
+                )
+            )
     if not samples:
         raise DataError(f"{root}: no labelled images found under data/preprocessed-data/{{gnf,ic100}}")
     return select_split(samples, split)
-

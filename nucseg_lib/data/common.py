@@ -10,6 +10,7 @@ Every loader in :mod:`nucseg_lib.data` returns a list of :class:`Sample`:
 Errors in input files raise :class:`DataError`, whose message names the file
 and the problem, so a user with a broken download knows what to fix.
 """
+
 from __future__ import annotations
 
 import os
@@ -107,9 +108,11 @@ def _read_array(path: Path) -> np.ndarray:
         arr = arr.reshape([arr.shape[i] for i in keep])
         for ax, what in STACK_AXES.items():
             if ax in axes:
-                raise DataError(f"{path}: a stack of {arr.shape[axes.index(ax)]} {what} (axes {axes}, shape "
-                                f"{arr.shape}); nucseg reads single 2D images: save one plane (or a projection) "
-                                f"per file")
+                raise DataError(
+                    f"{path}: a stack of {arr.shape[axes.index(ax)]} {what} (axes {axes}, shape "
+                    f"{arr.shape}); nucseg reads single 2D images: save one plane (or a projection) "
+                    f"per file"
+                )
         for ax in "CS":  # channels (C) or samples per pixel (S, e.g. RGB): put them last
             if ax in axes:
                 arr = np.moveaxis(arr, axes.index(ax), -1)
@@ -142,8 +145,10 @@ def read_image(path: str | os.PathLike, channel: int | None = 0) -> np.ndarray:
         if plane.min() == plane.max():
             signal = [i for i in range(arr.shape[-1]) if arr[..., i].min() != arr[..., i].max()]
             if signal:
-                raise DataError(f"{path}: channel {c} is constant (no signal) but channel {signal[0]} is not; "
-                                f"the nuclear stain is probably in channel {signal[0]}: pass channel={signal[0]}")
+                raise DataError(
+                    f"{path}: channel {c} is constant (no signal) but channel {signal[0]} is not; "
+                    f"the nuclear stain is probably in channel {signal[0]}: pass channel={signal[0]}"
+                )
         arr = plane
     return arr
 
@@ -239,8 +244,7 @@ def rescale_sample(sample: Sample, scale: float) -> Sample:
     h, w = sample.image.shape
     shape = (max(1, round(h / scale)), max(1, round(w / scale)))
     img = resize(sample.image, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-    return replace(sample, image=img, labels=resize_labels(sample.labels, shape),
-                   meta={**sample.meta, "scale": scale})
+    return replace(sample, image=img, labels=resize_labels(sample.labels, shape), meta={**sample.meta, "scale": scale})
 
 
 def resize_labels(labels: np.ndarray, shape) -> np.ndarray:

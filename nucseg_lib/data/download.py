@@ -1,4 +1,5 @@
 """Downloading with a checksum and extracting archives safely (no path may leave the target folder)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,11 +37,18 @@ def fetch(url: str, sha256: str | None, target: Path) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path = pooch.retrieve(url, known_hash=None if sha256 is None else f"sha256:{sha256}",
-                              fname=target.name, path=target.parent, progressbar=True)
+        path = pooch.retrieve(
+            url,
+            known_hash=None if sha256 is None else f"sha256:{sha256}",
+            fname=target.name,
+            path=target.parent,
+            progressbar=True,
+        )
     except Exception as exc:
-        raise DataError(f"cannot download {url} to {target} ({type(exc).__name__}: {exc}); "
-                        f"without network access, place the file there by hand") from exc
+        raise DataError(
+            f"cannot download {url} to {target} ({type(exc).__name__}: {exc}); "
+            f"without network access, place the file there by hand"
+        ) from exc
     return Path(path)
 
 

@@ -20,6 +20,7 @@ files never moves another between train and test. The group (for per-group resul
 
 Cite: the data's own authors; this loader adds nothing to cite.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,8 +70,9 @@ def load(root=None, split: str = "all", channel: int | None = 0) -> list[Sample]
     img_dir, lab_dir = root / "images", root / "labels"
     for d in (img_dir, lab_dir):
         if not d.is_dir():
-            raise DataError(f"{root}: no {d.name}/ folder; a folder dataset holds images/ and labels/ with the "
-                            f"same file names")
+            raise DataError(
+                f"{root}: no {d.name}/ folder; a folder dataset holds images/ and labels/ with the same file names"
+            )
     pairs = pair_by_name(files_with_suffix(img_dir, SUFFIXES), files_with_suffix(lab_dir, SUFFIXES))
     if not pairs:
         raise DataError(f"{root}: no image/label pairs ({', '.join(SUFFIXES)}) in images/ and labels/")
@@ -84,9 +86,19 @@ def load(root=None, split: str = "all", channel: int | None = 0) -> list[Sample]
     else:
         table = {n: {"split": s, "group": "all"} for n, s in split_by_name(names, TEST_FRACTION, SPLIT_SALT).items()}
     if not any(table[n]["split"] == "test" for n in names) or not any(table[n]["split"] == "train" for n in names):
-        raise DataError(f"{root}: the split has no {'test' if all(table[n]['split'] == 'train' for n in names) else 'train'}"
-                        f" images; give split.csv with both")
-    samples = [Sample(read_image(img, channel=channel), read_labels(lab), name=img.stem, group=table[img.stem]["group"],
-                      dataset=NAME, meta={"split": table[img.stem]["split"], "path": str(img)})
-               for img, lab in pairs]
+        raise DataError(
+            f"{root}: the split has no {'test' if all(table[n]['split'] == 'train' for n in names) else 'train'}"
+            f" images; give split.csv with both"
+        )
+    samples = [
+        Sample(
+            read_image(img, channel=channel),
+            read_labels(lab),
+            name=img.stem,
+            group=table[img.stem]["group"],
+            dataset=NAME,
+            meta={"split": table[img.stem]["split"], "path": str(img)},
+        )
+        for img, lab in pairs
+    ]
     return select_split(samples, split)

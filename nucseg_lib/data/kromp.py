@@ -24,6 +24,7 @@ Cite: F. Kromp, E. Bozsaky, F. Rifatbegovic et al. *An annotated fluorescence
 image dataset for training nuclear segmentation methods.* Scientific Data 7,
 262 (2020). doi:10.1038/s41597-020-00608-w
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,10 @@ SHA256 = "8285987ed4d57c46a46a55a33c1c085875ea41f429b59cde31d249741aa07ad1"
 TIFF_SUFFIXES = (".tif", ".tiff")
 PAPER_N_TEST = 9
 PAPER_SEED = 0
-CITATION = ("F. Kromp, E. Bozsaky, F. Rifatbegovic et al. An annotated fluorescence image dataset for training "
-            "nuclear segmentation methods. Scientific Data 7, 262 (2020). doi:10.1038/s41597-020-00608-w")
+CITATION = (
+    "F. Kromp, E. Bozsaky, F. Rifatbegovic et al. An annotated fluorescence image dataset for training "
+    "nuclear segmentation methods. Scientific Data 7, 262 (2020). doi:10.1038/s41597-020-00608-w"
+)
 
 
 def download(root=None, url: str = URL, sha256: str = SHA256) -> Path:
@@ -80,7 +83,9 @@ def read_description(path: Path) -> dict[str, dict]:
     rows = {}
     for row in records:
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        key = next((row[k] for k in ("image_name", "imagename", "image name", "filename", "name", "image") if row.get(k)), None)
+        key = next(
+            (row[k] for k in ("image_name", "imagename", "image name", "filename", "name", "image") if row.get(k)), None
+        )
         if key:
             rows[Path(key).stem] = row
     return rows
@@ -110,10 +115,14 @@ def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
     root = data_root(NAME, root)
     data_dir = _find_data_dir(root) if root.is_dir() else None
     if data_dir is None:
-        raise DataError(f"{root}: no rawimages/ and groundtruth/ folders; run nucseg_lib.data.kromp.download() "
-                        f"or place the extracted {URL} there")
-    pairs = pair_by_name(files_with_suffix(data_dir / "rawimages", TIFF_SUFFIXES),
-                         files_with_suffix(data_dir / "groundtruth", TIFF_SUFFIXES))
+        raise DataError(
+            f"{root}: no rawimages/ and groundtruth/ folders; run nucseg_lib.data.kromp.download() "
+            f"or place the extracted {URL} there"
+        )
+    pairs = pair_by_name(
+        files_with_suffix(data_dir / "rawimages", TIFF_SUFFIXES),
+        files_with_suffix(data_dir / "groundtruth", TIFF_SUFFIXES),
+    )
     if not pairs:
         raise DataError(f"{data_dir}: no TIFF pairs in rawimages/ and groundtruth/")
     desc = read_description(data_dir / "image_description.csv")
@@ -136,7 +145,14 @@ def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
     for img_path, lab_path in pairs:
         row = desc.get(img_path.stem, {})
         group = row.get("diagnosis") or group_from_name(img_path.stem)
-        samples.append(Sample(read_image(img_path, channel=0), read_labels(lab_path), name=img_path.stem,
-                              group=group, dataset=NAME,
-                              meta={"split": assign[img_path.stem], "path": str(img_path), **row}))
+        samples.append(
+            Sample(
+                read_image(img_path, channel=0),
+                read_labels(lab_path),
+                name=img_path.stem,
+                group=group,
+                dataset=NAME,
+                meta={"split": assign[img_path.stem], "path": str(img_path), **row},
+            )
+        )
     return select_split(samples, split)

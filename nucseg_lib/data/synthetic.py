@@ -25,6 +25,7 @@ Images are deterministic for a given seed: sample ``j`` of split ``s`` and
 condition ``c`` uses the seed sequence ``(seed, split index, condition index, j)``.
 Radii and sizes are in pixels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -131,8 +132,11 @@ def _image(rng, labels: np.ndarray, cond: Condition) -> np.ndarray:
     spots = ndi.gaussian_filter((rng.random((h, w)) < 0.004).astype(float), 1.2)
     spots /= spots.max() + 1e-9
     signal = brightness[labels] * np.clip(1 + cond.texture * (0.5 * texture + 1.2 * spots), 0.2, None)
-    seam = find_boundaries(labels, mode="inner") & (ndi.maximum_filter(labels, 3) != ndi.minimum_filter(
-        np.where(labels == 0, labels.max() + 1, labels), 3)) & (labels > 0)
+    seam = (
+        find_boundaries(labels, mode="inner")
+        & (ndi.maximum_filter(labels, 3) != ndi.minimum_filter(np.where(labels == 0, labels.max() + 1, labels), 3))
+        & (labels > 0)
+    )
     signal = signal * np.where(seam, 0.75, 1.0)
     signal = ndi.gaussian_filter(signal, cond.blur)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
@@ -144,7 +148,9 @@ def _image(rng, labels: np.ndarray, cond: Condition) -> np.ndarray:
     return (100 + 8 * counts).astype(np.float32)  # camera offset and gain, arbitrary units
 
 
-def generate(condition: str = "clustered", size: int | tuple[int, int] = 256, seed=0, name: str | None = None) -> Sample:
+def generate(
+    condition: str = "clustered", size: int | tuple[int, int] = 256, seed=0, name: str | None = None
+) -> Sample:
     """One synthetic image and its exact labels; ``seed`` may be an int or a seed sequence tuple."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
@@ -156,8 +162,14 @@ def generate(condition: str = "clustered", size: int | tuple[int, int] = 256, se
     return Sample(image, labels, name=name or f"synthetic/{condition}", group=condition, dataset=NAME)
 
 
-def load(split: str = "all", n_train: int = 40, n_test: int = 10, size: int = 256, seed: int = 0,
-         conditions: tuple[str, ...] | None = None) -> list[Sample]:
+def load(
+    split: str = "all",
+    n_train: int = 40,
+    n_test: int = 10,
+    size: int = 256,
+    seed: int = 0,
+    conditions: tuple[str, ...] | None = None,
+) -> list[Sample]:
     """``n_train`` training and ``n_test`` test images, conditions assigned in turn.
 
     The two splits use disjoint seed streams, so changing ``n_test`` never changes a training image.
@@ -170,8 +182,7 @@ def load(split: str = "all", n_train: int = 40, n_test: int = 10, size: int = 25
         for i in range(n):
             c_idx = i % len(conditions)
             j = i // len(conditions)
-            smp = generate(conditions[c_idx], size, seed=(seed, s_idx, c_idx, j),
-                           name=f"{conditions[c_idx]}-{sp}-{j}")
+            smp = generate(conditions[c_idx], size, seed=(seed, s_idx, c_idx, j), name=f"{conditions[c_idx]}-{sp}-{j}")
             smp.meta["split"] = sp
             samples.append(smp)
     return samples
