@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .sizes import equivalent_diameters, median_diameter  # noqa: F401 (part of this module's API)
+from .training import AUGMENT_SCALE
 
 MODEL_FILE = "nucseg-model.json"
 METHODS = ("unet_boundary", "unet_dice_cc", "stardist")
@@ -253,7 +254,8 @@ class Segmenter:
         Without ``pixel_size`` or ``nucleus_diameter`` the nucleus diameter is estimated: a first
         pass at the model's own training scale (or, if it finds fewer than 3 nuclei, at the
         factor among 1, 2, 4, 8 that finds the most) gives the median nucleus diameter in input
-        pixels, and a second pass runs at the factor it implies.
+        pixels; when that is within the zoom range of training (0.75-1.33 times the training
+        diameter) the first pass stands, otherwise a second pass runs at the factor it implies.
         """
         image = np.asarray(image)
         if image.ndim != 2:
@@ -280,8 +282,11 @@ class Segmenter:
         if not np.isfinite(d):
             return tried[best], {"factor": best, "diameter_px": float("nan"), "how": "estimate failed: no nuclei"}
         f = d / self.diameter
-        if abs(f / best - 1) < 0.1:  # the first pass was already at the right scale
-            return tried[best], {"factor": best, "diameter_px": d, "how": "estimated"}
+        # training zoomed patches by AUGMENT_SCALE: nuclei within that range of the training size need no
+        # rescaling, and a model trained on a mix of cell lines would otherwise rescale each one to the mix's median
+        lo, hi = AUGMENT_SCALE
+        if lo <= f / best <= hi:
+            return tried[best], {"factor": best, "diameter_px": d, "how": "estimated, within the trained range"}
         labels = self._instances_at(image, f)
         return labels, {"factor": f, "diameter_px": median_diameter([labels]), "how": "estimated"}
 

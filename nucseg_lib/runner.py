@@ -224,7 +224,7 @@ def main(argv=None):
     m.add_argument("--run", required=True, help="a run folder whose notebook 09 has run")
     m.add_argument("--method", default="unet_boundary")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--steps", type=int, default=None, help="snapshot (default: the largest budget)")
+    m.add_argument("--steps", type=int, default=None, help="snapshot (default: the best validation F1@0.5)")
     m.add_argument("--to", default=str(REPO / "models" / "unet_boundary-coelho2009"))
     a = ap.parse_args(argv)
     try:
@@ -240,7 +240,8 @@ def main(argv=None):
 
 
 def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path) -> Path:
-    """Export a learning-curve snapshot of ``run`` (parameters from its ``results/parameters.json``) to ``to``."""
+    """Export a learning-curve snapshot of ``run`` (parameters from its ``results/parameters.json``) to ``to``;
+    without ``steps``, the snapshot whose post-processed validation F1 at IoU 0.5 is best."""
     from .curves import export_snapshot, plan
     from .jobs import study_from_params
 
@@ -251,9 +252,14 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
     p = plan(
         study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"), params.get("stardist_scales")
     )
-    out = export_snapshot(study, p, method, study.scale, seed, steps or p["budgets"][-1], to)
+    if steps is None:  # the snapshot with the best validation F1 (never chosen by the test images)
+        from .curves import learning_curve, run_variant
+
+        rows = learning_curve(run_variant(study, p, study.scale, seed), method, p["budgets"])
+        steps = int(rows.sort_values(["val_f1@0.5", "steps"]).steps.iloc[-1])
+    out = export_snapshot(study, p, method, study.scale, seed, steps, to)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-    print(f"published {method} (seed {seed}) to {out} ({size:.1f} MiB)")
+    print(f"published {method} (seed {seed}, {steps} steps) to {out} ({size:.1f} MiB)")
     return out
 
 

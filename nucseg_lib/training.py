@@ -36,6 +36,8 @@ from .machine import autocast
 from .model import build_model, pick_device
 from .targets import make_target
 
+AUGMENT_SCALE = (0.75, 1.33)  # random zoom of training patches: the nucleus sizes a model has seen, relative
+
 
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss or validation score.
@@ -158,7 +160,7 @@ class PatchSampler:
         self.p = areas / areas.sum()
         self.geometry = v2.Compose(
             [
-                v2.RandomAffine(degrees=180, scale=(0.75, 1.33), interpolation=v2.InterpolationMode.BILINEAR),
+                v2.RandomAffine(degrees=180, scale=AUGMENT_SCALE, interpolation=v2.InterpolationMode.BILINEAR),
                 v2.CenterCrop(patch_size),
                 v2.RandomHorizontalFlip(),
                 v2.RandomVerticalFlip(),

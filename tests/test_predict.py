@@ -191,7 +191,9 @@ def _study_path_f1(segmenter, images, truths, factor):
     scored against the downscaled ground truth."""
     from nucseg_lib.data.common import Sample, rescale_sample
 
-    small = [rescale_sample(Sample(im.astype(np.float32), t, name="x"), factor) for im, t in zip(images, truths)]
+    small = [
+        rescale_sample(Sample(im.astype(np.float32), t, name="x", group=""), factor) for im, t in zip(images, truths)
+    ]
     preds = [segmenter._instances(s.image) for s in small]
     return pool(
         evaluate_instances([s.labels for s in small], preds, [str(i) for i in range(len(small))], thresholds=(0.5,))
