@@ -414,6 +414,8 @@ def parameter_list(value, name: str, allow_empty: bool = False) -> list[float]:
             ) from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
+    if isinstance(value, (list, tuple)):  # Snakemake's --config "k=[0.05,0.3]" gives ['0.05', '0.3']
+        value = [_number_or_text(v) for v in value]
     if (
         not isinstance(value, (list, tuple))
         or (not value and not allow_empty)
@@ -421,6 +423,16 @@ def parameter_list(value, name: str, allow_empty: bool = False) -> list[float]:
     ):
         raise ValueError(f"parameter {name}: expected a non-empty list of numbers, got {value!r}")
     return [float(v) for v in value]
+
+
+def _number_or_text(v):
+    """``v`` as a number when it is numeric text, else unchanged."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def method_name(loss: str, init: str = "scratch") -> str:

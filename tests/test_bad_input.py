@@ -208,3 +208,12 @@ def test_prediction_arguments_say_what_is_wrong():
         predict_probabilities(m, np.random.rand(1, 50))
     with pytest.raises(ValueError, match="RGB or multi-channel image: pass the nuclear channel"):
         predict_probabilities(m, np.random.rand(50, 50, 3))
+
+
+def test_list_parameters_from_snakemake_config_text_are_numbers():
+    from nucseg_lib.study import parameter_list
+
+    # snakemake --config "k_fractions=[0.05,0.3]" hands the notebook ['0.05', '0.3']
+    assert parameter_list(["0.05", "0.3"], "k_fractions") == [0.05, 0.3]
+    with pytest.raises(ValueError, match="parameter k_fractions"):
+        parameter_list(["0.05", "many"], "k_fractions")
