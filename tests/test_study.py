@@ -1,6 +1,7 @@
 """The results contract, the runner (smoke profile, real papermill) and the generated results page."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,9 @@ def test_runner_writes_the_contract(smoke_run):
     assert {"dice", "boundary_dice", "f1@0.5", "ap@0.5:0.95", "pq@0.5", "merged", "split"} <= set(summary.metric)
     run = json.loads((smoke_run / "results" / "run.json").read_text())
     assert run["dataset"] == "synthetic" and run["profile"] == "smoke"
-    assert all(v["status"] == "ok" for v in run["notebooks"].values()) and len(run["notebooks"]) == 8
+    notebooks = sorted(path.stem for path in (Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(run["notebooks"]) == notebooks, "run.json must list every notebook of the study"
+    assert all(v["status"] == "ok" for v in run["notebooks"].values())
     assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
     # the claims table reads every claim from the results
     table = claims_table(summary)
