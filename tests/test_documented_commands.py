@@ -9,7 +9,7 @@ folder dataset and a folder of two images that the test writes; output folders (
 ``runs/...`` paths, papermill's output and ``out_dir``) go to a temporary folder, and Snakemake keeps its metadata there
 (``--directory``). The SLURM command runs as a dry run (``-n``: its jobs and their resources
 are planned, nothing is submitted; tests/test_workflow_slurm.py runs the study on a real
-SLURM). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
+SLURM). The bioimage.io export and ``bioimageio test`` run as written (into the temporary folder). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
 and in ``make book``). A command of a kind this file does not know fails the test, so a new
 documented command needs a way to be checked here.
 """
@@ -124,7 +124,10 @@ def test_documented_commands_run_as_written(tmp_path):
         args = shlex.split(cmd)
         if args[0] == "make":
             run = ["make", "-n", *args[1:]]
-        elif "snakemake" in args[0] or "papermill" in args[0] or args[0].endswith("bin/nucseg"):
+        elif args[0].endswith(("bin/snakemake", "bin/papermill", "bin/nucseg", "bin/bioimageio")) or args[1:3] == [
+            "-m",
+            "nucseg_lib.bioimageio_export",
+        ]:
             run = shlex.split(_prepare(cmd, tmp_path, n))
         else:
             pytest.fail(f"{doc}: no check for the documented command {cmd!r}; add one to this test")
