@@ -27,15 +27,16 @@ test: venv
 	$(PY) -m pytest tests -p no:cacheprovider
 
 # training seeds of notebook 08's replicates (sibling folders runs/coelho2009-cpu-seed<N>)
-REPLICATES ?= 1 2
+REPLICATES ?= 1
 comma := ,
 empty :=
 space := $(empty) $(empty)
 
-# the published run (every notebook, seed 0) and notebook 08 with the REPLICATES seeds, then publish all
+# the published run (notebooks 01-08, seed 0; the learning curves are `make curves`) and notebook 08 with the
+# REPLICATES seeds, then publish all
 reference: venv
 	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu \
-	  "seeds=[0,$(subst $(space),$(comma),$(strip $(REPLICATES)))]" book=false
+	  "seeds=[0,$(subst $(space),$(comma),$(strip $(REPLICATES)))]" "notebooks=[01,02,03,04,05,06,07,08]" book=false
 	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
 	for s in $(REPLICATES); do \
 	  $(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \

@@ -194,6 +194,19 @@ def curves_lines(curves: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _budget_lines(run: dict) -> list[str]:
+    """The run's training budget per model, as ``run.json`` records it (runs assembled before it did: none)."""
+    b = run.get("budget")
+    if not b:
+        return []
+    precision = (run.get("hardware") or {}).get("precision", "fp32")
+    return [
+        f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs), StarDist "
+        f"{b['stardist_steps']} steps; batches of {b['batch_size']} patches of {b['patch_size_px']}x"
+        f"{b['patch_size_px']} px; U-Net precision {precision}"
+    ]
+
+
 def write_results_page(results_dir: Path, target: Path, replicates=(), curves: Path | None = None) -> Path:
     """Write the markdown results page for the run whose results are in ``results_dir``.
 
@@ -217,6 +230,7 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
         f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
         f"- finished {run.get('assembled') or run.get('end', '?')}; its jobs (notebooks, shared models, "
         f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
+        *_budget_lines(run),
         f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
         "",

@@ -294,6 +294,18 @@ def test_unknown_notebook_prefix_fails(tmp_path):
     assert r.returncode != 0 and "no notebook starts with that" in r.stdout
 
 
+@pytest.mark.parametrize(
+    "given", ["notebooks=8", "notebooks=08", "notebooks=[8]", "notebooks=[1,8]", "notebooks=[01,08]"]
+)
+def test_notebook_numbers_select_notebooks_however_written(tmp_path, given):
+    from tests.conftest import snakemake
+
+    r = snakemake(tmp_path, "profile=smoke", f"out={tmp_path / 'x'}", given, "book=false", args=["-n"])
+    planned = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("nb_")}
+    assert "nb_08_beyond_instances" in planned and planned <= {"nb_01_data", "nb_08_beyond_instances"}
+    assert ("nb_01_data" in planned) == ("1" in given.split("=")[1].replace("08", ""))
+
+
 def test_workflow_prints_the_cause_of_a_failed_notebook(tmp_path):
     from tests.conftest import snakemake
 

@@ -67,6 +67,15 @@ def test_runner_writes_the_contract(smoke_run):
     assert sorted(run["notebooks"]) == notebooks, "run.json must list every notebook of the study"
     assert all(v["status"] == "ok" for v in run["notebooks"].values())
     assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
+    # the smoke profile's budget: 2 epochs of 2 steps, StarDist 1 epoch of 2 steps, batches of 2 patches of 64 px
+    assert run["budget"] == {
+        "unet_steps": 4,
+        "unet_epochs": 2,
+        "stardist_steps": 2,
+        "stardist_epochs": 1,
+        "batch_size": 2,
+        "patch_size_px": 64,
+    }
     # the claims table reads every claim from the results
     table = claims_table(summary)
     assert (table["ours [95% CI]"] != "not run").all()
@@ -95,6 +104,10 @@ def test_results_page(tmp_path, smoke_run):
     assert "The report's claims, checked" in text and "| U-Net with Dice loss: average test Dice | 0.980 |" in text
     assert "## Beyond the paper" in text and "paired difference" in text
     assert "Training seeds" not in text  # no replicates given
+    assert (
+        "- training budget per model: U-Nets 4 steps (2 epochs), StarDist 2 steps; batches of 2 patches of 64x64 px"
+        in text
+    )
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
