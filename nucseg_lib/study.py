@@ -396,17 +396,32 @@ class Study:
         return summ
 
     def score_instances(self, preds: dict, table: str):
-        """Score each method's instance labels on the test images: ``(per_image, summary)``.
+        """Score each method's instance labels on the test images at their native resolution: ``(per_image, summary)``.
 
-        ``preds`` maps a method name to its label images, in the order of :attr:`test`. The
-        per-image table (:func:`~nucseg_lib.metrics.evaluate_instances`, with a ``method``
-        column) is saved as ``results/<table>.csv`` and the pooled scores with CIs are recorded
+        ``preds`` maps a method name to its label images, in the order of :attr:`test` (at the
+        study's scale). Each is brought back to its image's native size (nearest neighbour, ids
+        kept) and matched against the native ground truth, as the report scores and as the
+        learning curves and ``nucseg predict`` do. The per-image table
+        (:func:`~nucseg_lib.metrics.evaluate_instances`, with a ``method`` column) is saved as
+        ``results/<table>.csv`` and the pooled scores with CIs are recorded
         (:meth:`record_instances`) and returned.
         """
+        from .data.common import resize_labels
         from .metrics import evaluate_instances
 
-        truths, names, groups = [s.labels for s in self.test], [s.name for s in self.test], [s.group for s in self.test]
-        per_image = pd.concat([evaluate_instances(truths, p, names, groups).assign(method=m) for m, p in preds.items()])
+        native = self.native_test()
+        wrong = {m: len(p) for m, p in preds.items() if len(p) != len(native)}
+        if wrong:
+            raise ValueError(f"{table}: predictions for {wrong} images, but there are {len(native)} test images")
+        truths, names, groups = [s.labels for s in native], [s.name for s in native], [s.group for s in native]
+        per_image = pd.concat(
+            [
+                evaluate_instances(
+                    truths, [resize_labels(q, t.shape) for q, t in zip(p, truths)], names, groups
+                ).assign(method=m)
+                for m, p in preds.items()
+            ]
+        )
         self.save_table(table, per_image)
         summary = pd.concat([self.record_instances(m, per_image[per_image.method == m]) for m in preds])
         return per_image, summary

@@ -164,3 +164,16 @@ def test_notebook_8_targets_are_undetermined_on_degenerate_numbers():
     assert f1_target(0.0, 0.5).startswith("not met")  # StarDist found nuclei, the U-Net none: a real loss
     assert merged_target(0, 0).startswith("undetermined") and merged_target(2, 4) == "cut at least in half"
     assert merged_target(3, 4).startswith("not halved (75%")
+
+
+def test_instances_are_scored_at_native_resolution(tmp_path):
+    """Ground truth downscaled 2x and scored: at the model's scale every IoU would be exactly 1; brought back
+    to native size (nearest neighbour) the outlines are blocky, so the nuclei still match but with IoU < 1."""
+    study = Study("synthetic", "smoke", out_dir=tmp_path, scale={"synthetic": 2})
+    assert study.test[0].image.shape[0] * 2 == study.native_test()[0].image.shape[0]
+    per_image, summary = study.score_instances({"truth": [s.labels for s in study.test]}, "truth_per_image")
+    at05 = per_image[per_image.thresh == 0.5]
+    assert (at05.f1 == 1).all() and (at05.n_true == [len(np.unique(s.labels)) - 1 for s in study.native_test()]).all()
+    assert 0.8 < at05.sum_iou.sum() / at05.n_true.sum() < 0.99
+    with pytest.raises(ValueError, match="predictions for {'truth': 1} images"):
+        study.score_instances({"truth": [study.test[0].labels]}, "x")
