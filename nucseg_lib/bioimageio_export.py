@@ -9,7 +9,7 @@ study's post-processing (seeded watershed, thresholds tuned on validation images
 to the training nucleus size stay with ``nucseg predict``; the package's description says both.
 
 Needs the optional ``bioimageio.core`` (``pip install -e '.[bioimageio]'``). Works offline: the
-test input is a synthetic image of disks made here, and nothing is downloaded.
+test input is an image of the synthetic dataset, and nothing is downloaded.
 
 Example::
 
@@ -27,7 +27,10 @@ import numpy as np
 import torch
 
 from . import model as model_module
+from .data import synthetic
+from .data.common import normalize_percentile
 from .predict import read_settings
+from .training import _model_with_weights
 
 CLASS_NAMES = {1: ["foreground"], 3: ["background", "interior", "boundary"]}
 
@@ -43,22 +46,11 @@ class UNetProbabilities(UNet):
 '''
 
 
-def disks_image(size: int = 128, seed: int = 0) -> np.ndarray:
-    """A (size, size) float32 test image: bright noisy disks of 8-14 px radius on a dark background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    image = np.zeros((size, size), np.float32)
-    for _ in range(size * size // 900):
-        cy, cx, r = rng.uniform(12, size - 12), rng.uniform(12, size - 12), rng.uniform(8, 14)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.uniform(0.5, 1.0)
-    return (image * 1000 + rng.normal(100, 20, image.shape)).astype(np.float32)
-
-
 def export_bioimageio(folder, out, test_image: np.ndarray | None = None) -> Path:
     """Write a bioimage.io package of the nucseg model ``folder`` to ``out/<folder name>/``; its ``rdf.yaml``.
 
-    ``test_image`` (2-D, at the model's training scale) becomes the package's test input; a synthetic
-    image of disks when not given. The weights are stored in float32 whatever the folder holds.
+    ``test_image`` (2-D, at the model's training scale) becomes the package's test input; a 128x128
+    image of the synthetic dataset when not given. The weights are stored in float32 whatever the folder holds.
     """
     from bioimageio.spec import save_bioimageio_yaml_only
     from bioimageio.spec.model import v0_5 as spec
@@ -67,7 +59,7 @@ def export_bioimageio(folder, out, test_image: np.ndarray | None = None) -> Path
     settings = read_settings(folder)
     if settings["method"] not in ("unet_boundary", "unet_dice_cc"):
         raise ValueError(f"{folder}: only U-Net models can be packaged for bioimage.io, not {settings['method']!r}")
-    config = json.loads((folder / "config.json").read_text())
+    net, config = _model_with_weights(folder, folder / "weights.pt", torch.device("cpu"))
     kwargs = {
         "in_channels": 1,
         "out_channels": int(config["out_channels"]),
@@ -76,25 +68,19 @@ def export_bioimageio(folder, out, test_image: np.ndarray | None = None) -> Path
     }
     package = Path(out) / folder.name
     package.mkdir(parents=True, exist_ok=True)
-
     source = package / "nucseg_unet.py"
     source.write_text(Path(model_module.__file__).read_text() + WRAPPER)
-    namespace: dict = {"__name__": "nucseg_unet"}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)
-    net = namespace["UNetProbabilities"](**kwargs)
-    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    net.eval()
-    torch.save(net.state_dict(), package / "weights.pt")
+    torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, package / "weights.pt")  # fp32
 
     norm = settings["normalization"]
-    image = disks_image() if test_image is None else np.asarray(test_image, np.float32)
+    if test_image is None:
+        test_image = synthetic.load(n_train=1, n_test=0, size=128, seed=0)[0].image
+    image = np.asarray(test_image, np.float32)
     if image.ndim != 2:
         raise ValueError(f"test_image must be 2-D (y, x), got shape {image.shape}")
-    lo, hi = np.percentile(image, [norm["pmin"], norm["pmax"]])
     with torch.no_grad():
-        x = torch.from_numpy(((image - lo) / (hi - lo + 1e-6)).astype(np.float32))[None, None]
-        probs = net(x).numpy().astype(np.float32)
+        x = torch.from_numpy(normalize_percentile(image, norm["pmin"], norm["pmax"]))[None, None]
+        probs = net.probabilities(net(x)).numpy()
     np.save(package / "test_input.npy", image[None, None])
     np.save(package / "test_output.npy", probs)
     card = folder / "README.md"

@@ -227,7 +227,7 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     import pandas as pd
 
     from .machine import hardware
-    from .study import PROFILES, SUMMARY_COLUMNS, read_summary, resolve_profile, training_budget
+    from .study import SUMMARY_COLUMNS, read_summary, resolve_profile, training_budget
 
     run = Path(run)
     results = run / "results"
@@ -238,9 +238,8 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     summary.to_csv(tmp, index=False)
     os.replace(tmp, results / "summary.csv")
     record = {"parameters": params, "dataset": params["dataset"], "profile": params["profile"], "notebooks": {}}
-    if params["profile"] in PROFILES:
-        fields = ("epochs", "steps_per_epoch", "batch_size", "patch_size")
-        record["budget"] = training_budget(resolve_profile(params["profile"], **{k: params.get(k) for k in fields}))
+    fields = ("epochs", "steps_per_epoch", "batch_size", "patch_size")
+    record["budget"] = training_budget(resolve_profile(params["profile"], **{k: params.get(k) for k in fields}))
     for n in notebooks:
         bench = Path(benchmarks) / f"{n}.tsv"
         seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")

@@ -236,19 +236,20 @@ def test_published_model_as_a_bioimageio_package(tmp_path):
     """The bioimage.io package passes bioimage.io's own test and predicts what nucseg's inference predicts."""
     from bioimageio.core import load_model_description, predict
 
-    from nucseg_lib.bioimageio_export import disks_image, export_bioimageio, test_package
+    from nucseg_lib.bioimageio_export import export_bioimageio, test_package
+    from nucseg_lib.data import synthetic
     from nucseg_lib.inference import predict_probabilities
 
     rdf = export_bioimageio(PUBLISHED, tmp_path)
     result = test_package(rdf)
     assert result["status"] == "passed", result["details"]
-    image = disks_image(256, seed=3)  # not the package's test image (seed 0, 128 px)
+    image = synthetic.load(n_train=1, n_test=0, size=256, seed=3)[0].image  # not the package's test image
     out = predict(model=load_model_description(rdf), inputs=image[None, None])
     package_probs = out.members["probabilities"].data.values[0]
     ours = predict_probabilities(Segmenter(PUBLISHED).model, image, tile=None, precision="fp32")
     assert package_probs.shape == ours.shape == (3, 256, 256)
     assert np.abs(package_probs - ours).max() < 1e-4
-    assert ours[1].max() > 0.5 and ours[2].max() > 0.5  # interior and boundary both found on the disks
+    assert ours[1].max() > 0.5 and ours[2].max() > 0.5  # interior and boundary both found on the nuclei
 
 
 def test_only_unets_are_packaged_for_bioimageio(exported, tmp_path):
