@@ -169,9 +169,15 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def curves_lines(curves: pd.DataFrame) -> list[str]:
-    """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``): who wins at equal steps
-    and at equal wall-clock time, per budget, with the seeds' spread."""
+def unet_lr(run: dict) -> float:
+    """The Adam learning rate of a run's U-Nets, from ``run.json``. Runs assembled before it was recorded
+    trained at the report's 1e-4: the profiles had no learning rate then, and TrainConfig's default is 1e-4."""
+    return (run.get("budget") or {}).get("unet_lr", 1e-4)
+
+
+def curves_lines(curves: pd.DataFrame, lr: float) -> list[str]:
+    """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``, U-Nets at Adam learning
+    rate ``lr``): who wins at equal steps and at equal wall-clock time, per budget, with the seeds' spread."""
     from .curves import leaders, winner_by_budget
 
     seeds = sorted(curves.seed.unique())
@@ -179,7 +185,8 @@ def curves_lines(curves: pd.DataFrame) -> list[str]:
         "## How long to train: learning curves",
         "",
         f"From {{doc}}`../notebooks/09_learning_curves`: one long run per method, scale and training seed "
-        f"(seeds {', '.join(map(str, seeds))}), its snapshots evaluated with post-processing tuned on "
+        f"(seeds {', '.join(map(str, seeds))}; U-Nets at Adam learning rate {lr:g}), its snapshots evaluated "
+        f"with post-processing tuned on "
         f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
         f"the seeds' mean [min-max]:",
         "",
@@ -201,7 +208,8 @@ def _budget_lines(run: dict) -> list[str]:
         return []
     precision = (run.get("hardware") or {}).get("precision", "fp32")
     return [
-        f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs), StarDist "
+        f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs, Adam learning "
+        f"rate {unet_lr(run):g}), StarDist "
         f"{b['stardist_steps']} steps; batches of {b['batch_size']} patches of {b['patch_size_px']}x"
         f"{b['patch_size_px']} px; U-Net precision {precision}"
     ]
@@ -270,7 +278,7 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
                 _md_table(seeds),
             ]
         if curves.exists():
-            lines += [""] + curves_lines(pd.read_csv(curves))
+            lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(_read_run(curves.parent)))
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

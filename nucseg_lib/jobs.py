@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from .notebook import OVERRIDES, PARAMETERS
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 # notebook -> (experiment name of its results fragment, shared models it uses)
@@ -62,17 +64,7 @@ PACKAGES = [
     "jupyter-book",
 ]
 SCRATCH_NOTEBOOKS = ("*.partial.ipynb", "*.failed.ipynb")  # notebooks of unfinished or failed executions
-STUDY_KEYS = (
-    "dataset",
-    "profile",
-    "data_root",
-    "out_dir",
-    "seed",
-    "epochs",
-    "steps_per_epoch",
-    "batch_size",
-    "patch_size",
-)
+STUDY_KEYS = PARAMETERS + OVERRIDES  # the parameters that make a run (every notebook's parameters cell)
 
 
 class JobError(SystemExit):

@@ -24,6 +24,27 @@ def test_precision_rule(monkeypatch):
     assert machine.resolve_precision("auto", "cpu") == "fp32"
 
 
+def test_bf16_speedup_is_the_best_of_interleaved_single_thread_timings(monkeypatch):
+    """A slow outlier (a busy machine) does not decide the ratio, and the thread count is restored."""
+    import torch
+
+    times = {"fp32": iter([9.0, 2.0, 5.0, 2.0]), "bf16": iter([9.0, 1.0, 8.0, 3.0])}  # first of each: warm-up
+    threads_seen = []
+
+    def step(dtype):
+        threads_seen.append(torch.get_num_threads())
+        return next(times[dtype])
+
+    monkeypatch.setattr(machine, "_conv_step_seconds", step)
+    machine.bf16_speedup.cache_clear()
+    before = torch.get_num_threads()
+    try:
+        assert machine.bf16_speedup(repeats=3) == pytest.approx(2.0)  # best fp32 2.0 / best bf16 1.0
+    finally:
+        machine.bf16_speedup.cache_clear()
+    assert set(threads_seen) == {1} and torch.get_num_threads() == before
+
+
 def test_hardware_names_the_cpu_and_precision():
     hw = machine.hardware()
     assert hw["cpu"] and hw["cores"] >= 1 and hw["precision"] in ("fp32", "bf16")

@@ -32,6 +32,10 @@ def test_summary_rows_are_upserted(tmp_path):
 def test_profile_overrides_and_errors(tmp_path):
     st = Study("synthetic", "smoke", out_dir=tmp_path, epochs=5, patch_size=None)
     assert st.profile.epochs == 5 and st.profile.patch_size == 64
+    # the profile's learning rate reaches every U-Net's configuration (and so its cache key)
+    assert st.unet_config("dice").lr == st.profile.lr
+    faster = Study("synthetic", "smoke", out_dir=tmp_path, lr=3e-4)
+    assert faster.unet_config("dice").lr == 3e-4 and faster.unet_config().key() != st.unet_config().key()
     with pytest.raises(ValueError, match="unknown profile"):
         Study("synthetic", "huge", out_dir=tmp_path)
     assert len(st.train) and len(st.val) and len(st.test)
@@ -71,6 +75,7 @@ def test_runner_writes_the_contract(smoke_run):
     assert run["budget"] == {
         "unet_steps": 4,
         "unet_epochs": 2,
+        "unet_lr": 1e-4,
         "stardist_steps": 2,
         "stardist_epochs": 1,
         "batch_size": 2,
@@ -105,9 +110,16 @@ def test_results_page(tmp_path, smoke_run):
     assert "## Beyond the paper" in text and "paired difference" in text
     assert "Training seeds" not in text  # no replicates given
     assert (
-        "- training budget per model: U-Nets 4 steps (2 epochs), StarDist 2 steps; batches of 2 patches of 64x64 px"
-        in text
+        "- training budget per model: U-Nets 4 steps (2 epochs, Adam learning rate 0.0001), StarDist 2 steps; "
+        "batches of 2 patches of 64x64 px" in text
     )
+
+
+def test_learning_rate_of_runs_assembled_before_it_was_recorded():
+    from nucseg_lib.book import unet_lr
+
+    assert unet_lr({"budget": {"unet_lr": 3e-4}}) == 3e-4
+    assert unet_lr({"budget": {"unet_steps": 1600}}) == unet_lr({}) == 1e-4  # TrainConfig's default then
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):

@@ -1,0 +1,83 @@
+"""Does a training setting change accuracy? The boundary U-Net trained under each value of one setting
+(``precision`` or the Adam learning rate ``lr``), same data, seeds and steps.
+
+Prints a table; it is not a test. Usage::
+
+    python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --budgets 200 400 --seeds 0
+    python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --setting lr \
+        --values 1e-4 3e-4 1e-3 --seeds 0 1
+
+With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
+others (:mod:`nucseg_lib.curves`, the profile's data and scale); without, it trains the model
+exactly as the study does at the profile's budget (the same configuration, hence the same cache
+key as notebook 08's boundary U-Net). Each model is scored like the learning curves: watershed tuned on validation images (``val_f1@0.5``: choose on this column),
+test F1 at native resolution with 95% bootstrap CIs. bf16 is used only where the CPU supports it
+natively; elsewhere both precision rows are fp32 and that comparison says nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import pandas as pd
+
+SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="coelho2009")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="precision")
+    ap.add_argument("--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None, help="snapshot steps (default: the profile's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", default=None, help="run folder (default: runs/compare-<setting>)")
+    a = ap.parse_args()
+    from nucseg_lib.curves import METHODS, evaluate_snapshot, learning_curve, plan, run_variant
+    from nucseg_lib.machine import cpu_bf16_features, cpu_name
+    from nucseg_lib.study import Study
+
+    kind, default = SETTINGS[a.setting]
+    values = [kind(v) for v in (a.values or default)]
+    out = a.out or f"runs/compare-{a.setting}"
+    study = Study(a.dataset, a.profile, a.data_root, out, experiment="")
+    p = plan(study.profile, a.dataset, a.budgets or [1], a.seeds, [])
+    rows = []
+    for value in values:
+        for seed in a.seeds:
+            if a.budgets:
+                variant = run_variant(study, p, study.scale, seed).variant(**{a.setting: value})
+                rows.append(learning_curve(variant, "unet_boundary", p["budgets"]).assign(**{a.setting: value}))
+                continue
+            variant = study.variant(seed=seed, **{a.setting: value})
+            _, history, folder = variant.unet(METHODS["unet_boundary"])
+            final = pd.Series(
+                {
+                    "steps": variant.profile.epochs * variant.profile.steps_per_epoch,
+                    "train_seconds": history.seconds.sum(),
+                    "precision": json.loads((folder / "config.json").read_text())["precision"],
+                    "weights": folder / "weights.pt",
+                }
+            )
+            row = evaluate_snapshot(variant, "unet_boundary", folder, final)
+            rows.append(pd.DataFrame([row]).assign(**{a.setting: value}))
+    table = pd.concat(rows, ignore_index=True)
+    table.to_csv(os.path.join(out, f"compare_{a.setting}.csv"), index=False)
+    cols = [a.setting] * (a.setting != "precision") + ["precision", "seed", "steps", "train_seconds", "val_f1@0.5"]
+    cols += ["f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7", "ap@0.5:0.95"]
+    print(
+        f"unet_boundary on {a.dataset} ({a.profile} profile data), {cpu_name()} "
+        f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "
+        f"threads"
+    )
+    shown = table[cols].round(3)
+    shown[a.setting] = table[a.setting].map(str if a.setting == "precision" else "{:g}".format)
+    print(shown.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The benchmark scripts run as their docstrings write them (smoke profile, synthetic data)."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from tests.conftest import REPO
+
+
+def _run(*args, out):
+    cmd = [sys.executable, "benchmarks/compare_training.py", "--dataset", "synthetic", "--profile", "smoke"]
+    # one precision for the script and the test (``auto`` times a convolution, which a loaded machine may tip)
+    env = {**os.environ, "NUCSEG_PRECISION": "fp32"}
+    r = subprocess.run([*cmd, *args, "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_compare_training_learning_rates_at_the_profile_budget(tmp_path, monkeypatch):
+    """Without --budgets each value trains the study's own model (same cache key) and is scored once."""
+    from nucseg_lib.study import Study
+
+    monkeypatch.setenv("NUCSEG_PRECISION", "fp32")
+    printed = _run("--setting", "lr", "--values", "1e-4", "3e-4", "--seeds", "0", out=tmp_path)
+    table = pd.read_csv(tmp_path / "compare_lr.csv")
+    assert sorted(table.lr) == [1e-4, 3e-4] and set(table.steps) == {4}  # smoke: 2 epochs of 2 steps
+    assert table["val_f1@0.5"].between(0, 1).all() and table["f1@0.5"].between(0, 1).all()
+    assert "0.0001" in printed and "0.0003" in printed  # the values, not rounded to 0.0
+    # the models are those the study trains: the study's configuration at lr 3e-4 finds its folder
+    key = Study("synthetic", "smoke", out_dir=tmp_path, lr=3e-4).unet_config("boundary_ce:3").key()
+    assert list((tmp_path / "models").glob(f"unet_boundary_ce_3-{key}"))
+
+
+def test_compare_training_precision_snapshots(tmp_path):
+    """With --budgets, one long run per value keeps snapshots, each scored like the learning curves."""
+    _run("--budgets", "2", "4", "--seeds", "0", out=tmp_path)
+    table = pd.read_csv(tmp_path / "compare_precision.csv")
+    assert sorted(table.steps) == [2, 2, 4, 4] and set(table.precision) <= {"fp32", "bf16"}
+    assert table["f1@0.5"].between(0, 1).all()
