@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import CLAIMS, f1_target, merged_target, verdict
+from .claims import CLAIMS, ERF_CLAIM, f1_target, merged_target, verdict
 from .study import read_summary
 
 
@@ -77,7 +77,7 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
         d, n = float(erf.value.iloc[0]), float(big.value.iloc[0])
         rows.append(
             {
-                "claim": "ERF (95% mass diameter, px) larger than the largest nucleus (px)",
+                "claim": ERF_CLAIM[0],
                 "paper": "yes",
                 "ours [95% CI]": f"{d:.0f} vs {n:.0f}",
                 "n images": int(erf.n_images.iloc[0]),

@@ -27,6 +27,9 @@ PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
 
 # (claim, experiment, method, metric, paper value or None, how to judge); a tuple of metrics: the first
 # one the run recorded (runs from before a metric existed show the older one, named in the claim)
+# the report's design check (notebook 07), judged from two numbers rather than one against the paper's
+ERF_CLAIM = ("ERF (95% mass diameter, px) larger than the largest nucleus (px)", "receptive_field")
+
 CLAIMS = [
     ("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
     ("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),

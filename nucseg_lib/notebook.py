@@ -41,11 +41,11 @@ def findings(study: Study) -> str:
     Read from this notebook's results fragment, so the text always matches the run's numbers.
     """
     from .book import claims_table
-    from .claims import CLAIMS
+    from .claims import CLAIMS, ERF_CLAIM
     from .study import read_summary
 
     summary = read_summary(study.summary_path)
-    mine = {c[0].split(" (")[0] for c in CLAIMS if c[1] == study.experiment}
+    mine = {c[0].split(" (")[0] for c in [*CLAIMS, ERF_CLAIM] if c[1] == study.experiment}
     table = claims_table(summary)
     table = table[[any(str(c).startswith(m) for m in mine) for c in table.claim]]
     if table.empty:

@@ -189,3 +189,20 @@ def test_instances_are_scored_at_native_resolution(tmp_path):
     assert 0.8 < at05.sum_iou.sum() / at05.n_true.sum() < 0.99
     with pytest.raises(ValueError, match="predictions for {'truth': 1} images"):
         study.score_instances({"truth": [study.test[0].labels]}, "x")
+
+
+def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
+    """Notebook 07 tests the report's design check: its closing cell says so, with the verdict."""
+    from types import SimpleNamespace
+
+    from nucseg_lib.notebook import findings
+
+    rows = [
+        ("receptive_field", "coelho2009", "cpu", "unet_dice", "erf_diameter95_px", 46.0, None, None, 32),
+        ("receptive_field", "coelho2009", "cpu", "data", "largest_nucleus_feret_px", 60.0, None, None, 55),
+    ]
+    cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+    path = tmp_path / "summary.csv"
+    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
+    text = findings(SimpleNamespace(experiment="receptive_field", summary_path=path))
+    assert "ERF" in text and "46 vs 60" in text and "not reproduced" in text
