@@ -10,8 +10,9 @@ Prints a table; it is not a test. Usage::
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
 others (:mod:`nucseg_lib.curves`, the profile's data and scale); without, it trains the model
 exactly as the study does at the profile's budget (the same configuration, hence the same cache
-key as notebook 08's boundary U-Net). Each model is scored like the learning curves: watershed tuned on validation images (``val_f1@0.5``: choose on this column),
-test F1 at native resolution with 95% bootstrap CIs. bf16 is used only where the CPU supports it
+key as notebook 08's boundary U-Net). Each model is scored like the learning curves: watershed
+tuned on validation images (``val_f1@0.5``: choose on this column), test F1 at native resolution
+with 95% bootstrap CIs. bf16 is used only where the CPU supports it
 natively; elsewhere both precision rows are fp32 and that comparison says nothing.
 """
 
@@ -39,17 +40,17 @@ def main():
     a = ap.parse_args()
     from nucseg_lib.curves import METHODS, evaluate_snapshot, learning_curve, plan, run_variant
     from nucseg_lib.machine import cpu_bf16_features, cpu_name
-    from nucseg_lib.study import Study
+    from nucseg_lib.study import Study, training_budget
 
     kind, default = SETTINGS[a.setting]
     values = [kind(v) for v in (a.values or default)]
     out = a.out or f"runs/compare-{a.setting}"
     study = Study(a.dataset, a.profile, a.data_root, out, experiment="")
-    p = plan(study.profile, a.dataset, a.budgets or [1], a.seeds, [])
+    p = plan(study.profile, a.dataset, a.budgets, a.seeds, []) if a.budgets else None
     rows = []
     for value in values:
         for seed in a.seeds:
-            if a.budgets:
+            if p:
                 variant = run_variant(study, p, study.scale, seed).variant(**{a.setting: value})
                 rows.append(learning_curve(variant, "unet_boundary", p["budgets"]).assign(**{a.setting: value}))
                 continue
@@ -57,7 +58,7 @@ def main():
             _, history, folder = variant.unet(METHODS["unet_boundary"])
             final = pd.Series(
                 {
-                    "steps": variant.profile.epochs * variant.profile.steps_per_epoch,
+                    "steps": training_budget(variant.profile)["unet_steps"],
                     "train_seconds": history.seconds.sum(),
                     "precision": json.loads((folder / "config.json").read_text())["precision"],
                     "weights": folder / "weights.pt",
