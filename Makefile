@@ -45,7 +45,7 @@ reference: venv
 
 # learning curves (notebook 09) on Coelho 2009: one job per method, scale and training seed (1 thread each,
 # as many at once as cores); published beside the reference run, and its boundary U-Net as the nucseg predict model.
-# The published curves were measured at the report's learning rate, 1e-4 (the cpu profile's U-Nets train at 3e-4,
+# The published curves were measured at the report's learning rate, 1e-4 (the cpu profile's U-Nets train at 1e-3,
 # chosen afterwards on validation images: book/methods.md)
 curves: venv
 	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu-curves \

@@ -118,11 +118,11 @@ PROFILES = {
     # seeds 0 and 1, lr 1e-4): the boundary U-Net's validation F1@0.5 rose 0.888/0.905 -> 0.916/0.911 ->
     # 0.931/0.932 from 400 to 800 to 1600 steps and only to 0.936/0.935 at 3000; StarDist 4x's test F1@0.5
     # 0.835 -> 0.893 -> 0.911 -> 0.917. 1600 steps (80 epochs of 20) for every model; 400 steps before the curves.
-    # U-Nets at Adam lr 3e-4 (StarDist's own), chosen on validation images at that budget
-    # (benchmarks/compare_training.py --setting lr, on an AMD EPYC): the boundary U-Net's validation F1@0.5 was
-    # higher at 3e-4 than at the report's 1e-4 for both seeds, and lower at 1e-3 (seed 0). Measured again on an
-    # Intel Xeon with AMX, 1e-3 led on both seeds (0.943/0.943 vs 0.937/0.937 and 0.933/0.924; book/methods.md):
-    # the rate to try at the reference run's next re-run.
+    # U-Nets at Adam lr 1e-3, chosen on validation images at that budget (benchmarks/compare_training.py
+    # --setting lr, book/methods.md): on an Intel Xeon with AMX the boundary U-Net's validation F1@0.5 was
+    # 0.943/0.943 (seeds 0/1) at 1e-3, 0.937/0.937 at 3e-4 and 0.933/0.924 at the report's 1e-4. On an AMD EPYC
+    # (AVX512-BF16, other bf16 kernels, other models) 0.919/0.939, 0.938/0.931 and 0.930/0.926: over the four
+    # trainings 1e-3 and 3e-4 tie (mean 0.936), 1e-4 trails (0.928). 3e-4 from 2026-11-29, 1e-3 since 2026-12-02.
     "cpu": Profile(
         "cpu",
         epochs=80,
@@ -134,7 +134,7 @@ PROFILES = {
         scale={"coelho2009": 4, "kromp2020": 2},
         synthetic=dict(n_train=80, n_test=25, size=256),
         erf_images=32,
-        lr=3e-4,
+        lr=1e-3,
         curve_budgets=(200, 400, 800, 1600, 3000),
         curve_stardist_scales={"coelho2009": 2, "kromp2020": 1},
     ),
