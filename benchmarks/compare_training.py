@@ -8,9 +8,9 @@ Prints a table; it is not a test. Usage::
         --values 1e-4 3e-4 1e-3 --seeds 0 1
 
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
-others (:mod:`nucseg_lib.curves`, the profile's data and scale); without, it trains the model
-exactly as the study does at the profile's budget (the same configuration, hence the same cache
-key as notebook 08's boundary U-Net). Each model is scored like the learning curves: watershed
+others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
+profile's budget (the same configuration, hence the same cache key as notebook 08's boundary
+U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is scored like the learning curves: watershed
 tuned on validation images (``val_f1@0.5``: choose on this column), test F1 at native resolution
 with 95% bootstrap CIs. bf16 is used only where the CPU supports it
 natively; elsewhere both precision rows are fp32 and that comparison says nothing.
@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4)")
     ap.add_argument("--budgets", type=int, nargs="+", default=None, help="snapshot steps (default: the profile's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--scale", type=float, default=None, help="image downscaling factor (default: the profile's)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/compare-<setting>)")
     a = ap.parse_args()
     from nucseg_lib.curves import METHODS, evaluate_snapshot, learning_curve, plan, run_variant
@@ -46,6 +47,8 @@ def main():
     values = [kind(v) for v in (a.values or default)]
     out = a.out or f"runs/compare-{a.setting}"
     study = Study(a.dataset, a.profile, a.data_root, out, experiment="")
+    if a.scale:
+        study = study.variant(scale={**study.profile.scale, a.dataset: a.scale})
     p = plan(study.profile, a.dataset, a.budgets, a.seeds, []) if a.budgets else None
     rows = []
     for value in values:
@@ -71,7 +74,7 @@ def main():
     cols = [a.setting] * (a.setting != "precision") + ["precision", "seed", "steps", "train_seconds", "val_f1@0.5"]
     cols += ["f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7", "ap@0.5:0.95"]
     print(
-        f"unet_boundary on {a.dataset} ({a.profile} profile data), {cpu_name()} "
+        f"unet_boundary on {a.dataset} ({a.profile} profile data, {study.scale:g}x downscaled), {cpu_name()} "
         f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "
         f"threads"
     )

@@ -1,5 +1,6 @@
 """The benchmark scripts run as their docstrings write them (smoke profile, synthetic data)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,8 +35,12 @@ def test_compare_training_learning_rates_at_the_profile_budget(tmp_path, monkeyp
 
 
 def test_compare_training_precision_snapshots(tmp_path):
-    """With --budgets, one long run per value keeps snapshots, each scored like the learning curves."""
-    _run("--budgets", "2", "4", "--seeds", "0", out=tmp_path)
+    """With --budgets, one long run per value keeps snapshots, each scored like the learning curves;
+    --scale trains and scores at another downscaling than the profile's."""
+    printed = _run("--budgets", "2", "4", "--seeds", "0", "--scale", "2", out=tmp_path)
+    assert "2x downscaled" in printed
+    tags = {json.loads(c.read_text())["data_tag"] for c in (tmp_path / "models").glob("*/config.json")}
+    assert tags and all(t.startswith("synthetic@2:") for t in tags), tags
     table = pd.read_csv(tmp_path / "compare_precision.csv")
     assert sorted(table.steps) == [2, 2, 4, 4] and set(table.precision) <= {"fp32", "bf16"}
     assert table["f1@0.5"].between(0, 1).all()
