@@ -10,10 +10,10 @@ Prints a table; it is not a test. Usage::
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
 others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
 profile's budget (the same configuration, hence the same cache key as notebook 08's boundary
-U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is scored like the learning curves: watershed
-tuned on validation images (``val_f1@0.5``: choose on this column), test F1 at native resolution
-with 95% bootstrap CIs. bf16 is used only where the CPU supports it
-natively; elsewhere both precision rows are fp32 and that comparison says nothing.
+U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is
+scored like the learning curves: watershed tuned on validation images (``val_f1@0.5``: choose on
+this column), test F1 at native resolution with 95% bootstrap CIs. bf16 is used only where the
+CPU supports it natively; elsewhere both precision rows are fp32 and that comparison says nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main():
     out = a.out or f"runs/compare-{a.setting}"
     study = Study(a.dataset, a.profile, a.data_root, out, experiment="")
     if a.scale:
-        study = study.variant(scale={**study.profile.scale, a.dataset: a.scale})
+        study = study.at_scale(a.scale)
     p = plan(study.profile, a.dataset, a.budgets, a.seeds, []) if a.budgets else None
     rows = []
     for value in values:

@@ -74,9 +74,8 @@ def plan(profile, dataset: str, budgets=None, seeds=None, stardist_scales=None) 
 def run_variant(study, p: dict, scale: float, seed: int):
     """The study of one learning-curve run: the plan's long budget, ``scale`` and training ``seed``."""
     n_epochs = p["budgets"][-1] // p["steps_per_epoch"]
-    return study.variant(
+    return study.at_scale(scale).variant(
         seed=seed,
-        scale={**study.profile.scale, study.dataset: scale},
         epochs=n_epochs,
         steps_per_epoch=p["steps_per_epoch"],
         stardist_epochs=n_epochs,

@@ -277,11 +277,16 @@ class Study:
             other._splits = None
         return other
 
+    def at_scale(self, scale: float) -> "Study":
+        """The same run with its dataset downscaled by ``scale`` (1: native resolution); the profile's
+        factors for other datasets are kept."""
+        return self.variant(scale={**self.profile.scale, self.dataset: scale})
+
     def native_test(self) -> list[Sample]:
         """The test images at their native resolution (scale 1), in the order of :attr:`test`."""
         if self.scale == 1:
             return self.test
-        return self.variant(scale={**self.profile.scale, self.dataset: 1}).test
+        return self.at_scale(1).test
 
     def unet(
         self,
