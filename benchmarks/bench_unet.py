@@ -6,7 +6,10 @@ Prints figures; it is not a test. Usage::
     python benchmarks/bench_unet.py --patch 128 --steps 5
 
 Every figure is printed for fp32 and for bf16 (``torch.autocast``, as training and inference
-use it), next to the CPU's name and its native bf16 features. Matmul peak: GFLOP/s of a
+use it), next to the CPU's name and its native bf16 features. On a CPU without native bf16 the bf16
+rows are skipped unless ``--precisions fp32 bf16`` asks for them: emulated bf16 is many times
+slower (0.07x of fp32 per training step on an AMD EPYC Zen 2), takes minutes to time, and its
+matmul "peak" (under 1 GFLOP/s) is no peak, so no fraction of it is printed. Matmul peak: GFLOP/s of a
 2048x2048 matrix product in each precision on this machine; the training rows give their
 achieved GFLOP/s as a fraction of that peak.
 
@@ -101,30 +104,42 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--device", default=None)
+    ap.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="precisions to time (default: fp32, and bf16 where it is native: a GPU or a CPU with bf16 instructions)",
+    )
     a = ap.parse_args()
     device = pick_device(a.device)
+    native = {"fp32"} | ({"bf16"} if device.type != "cpu" or cpu_bf16_features() else set())
+    precisions = a.precisions or sorted(native, reverse=True)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"CPU: {cpu_name()}; native bf16: {', '.join(cpu_bf16_features()) or 'none'}")
     if device.type == "cpu":
         print(f"bf16 speed-up of a 3x3 conv block (the 'auto' rule): {bf16_speedup():.2f}x")
     print(f"precision 'auto' picks here: {resolve_precision('auto', device)}")
-    peaks = {p: matmul_peak(device, p) for p in ("fp32", "bf16")}
+    if "bf16" not in precisions:
+        print("bf16 not timed: no native bf16 on this CPU (emulated; --precisions fp32 bf16 times it anyway)")
+    peaks = {p: matmul_peak(device, p) for p in precisions}
     for p, g in peaks.items():
-        print(f"matmul peak {p}: {g:.0f} GFLOP/s")
+        print(f"matmul peak {p}: {g:.1f} GFLOP/s" + ("" if p in native else " (emulated, not a peak)"))
     rows = {}
-    for p in ("fp32", "bf16"):
+    for p in precisions:
         for patch in sorted({128, a.patch}):
             dt, pps, gflops = bench_train(device, a.batch, patch, a.steps, p)
             rows[(p, patch)] = dt
+            share = f" = {gflops / peaks[p]:.0%} of the {p} matmul peak" if p in native else ""
             print(
-                f"train {p}: batch {a.batch} x {patch}^2: {dt:.3f} s/step, {pps:.1f} patches/s, "
-                f"{gflops:.0f} GFLOP/s = {gflops / peaks[p]:.0%} of the {p} matmul peak"
+                f"train {p}: batch {a.batch} x {patch}^2: {dt:.3f} s/step, {pps:.1f} patches/s, {gflops:.0f} GFLOP/s{share}"
             )
         for tile in (None, 512):
             sec = bench_infer(device, a.size, 2, tile, p)
             print(f"inference {p} {a.size}x{a.size}, tile {tile}: {sec:.3f} s per megapixel")
-    for patch in sorted({128, a.patch}):
-        print(f"training step fp32/bf16 at {patch}^2: {rows[('fp32', patch)] / rows[('bf16', patch)]:.2f}x")
+    if len(precisions) == 2:
+        for patch in sorted({128, a.patch}):
+            print(f"training step fp32/bf16 at {patch}^2: {rows[('fp32', patch)] / rows[('bf16', patch)]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Does a training setting change accuracy? The boundary U-Net trained under each value of one setting
-(``precision`` or the Adam learning rate ``lr``), same data, seeds and steps.
+(``precision``, the Adam learning rate ``lr`` or the decay ``ema`` of the weight average), same data,
+seeds and steps.
 
 Prints a table; it is not a test. Usage::
 
@@ -24,7 +25,7 @@ import os
 
 import pandas as pd
 
-SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4])}
+SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4]), "ema": (float, [0.0, 0.995])}
 
 
 def main():
@@ -33,7 +34,9 @@ def main():
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="precision")
-    ap.add_argument("--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4)")
+    ap.add_argument(
+        "--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4; 0 0.995)"
+    )
     ap.add_argument("--budgets", type=int, nargs="+", default=None, help="snapshot steps (default: the profile's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--scale", type=float, default=None, help="image downscaling factor (default: the profile's)")

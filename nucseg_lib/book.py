@@ -207,9 +207,10 @@ def _budget_lines(run: dict) -> list[str]:
     if not b:
         return []
     precision = (run.get("hardware") or {}).get("precision", "fp32")
+    average = f", weights averaged with decay {b['unet_ema']:g} per step" if b.get("unet_ema") else ""
     return [
         f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs, Adam learning "
-        f"rate {unet_lr(run):g}), StarDist "
+        f"rate {unet_lr(run):g}{average}), StarDist "
         f"{b['stardist_steps']} steps; batches of {b['batch_size']} patches of {b['patch_size_px']}x"
         f"{b['patch_size_px']} px; U-Net precision {precision}"
     ]

@@ -230,8 +230,8 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     summary.to_csv(tmp, index=False)
     os.replace(tmp, results / "summary.csv")
     record = {"parameters": params, "dataset": params["dataset"], "profile": params["profile"], "notebooks": {}}
-    fields = ("epochs", "steps_per_epoch", "batch_size", "patch_size")
-    record["budget"] = training_budget(resolve_profile(params["profile"], **{k: params.get(k) for k in fields}))
+    # every training override of the run (a run made with lr=1e-4 records 1e-4, not the profile's rate)
+    record["budget"] = training_budget(resolve_profile(params["profile"], **{k: params.get(k) for k in OVERRIDES}))
     for n in notebooks:
         bench = Path(benchmarks) / f"{n}.tsv"
         seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")

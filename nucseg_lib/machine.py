@@ -26,20 +26,37 @@ MIN_SPEEDUP = 1.2
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+def parse_cpuinfo(text: str, fallback: str = "") -> tuple[str, frozenset]:
+    """(name, feature flags) of the first CPU in the text of ``/proc/cpuinfo``.
+
+    Where the model name has no number in it (a virtual machine's "AMD EPYC" covers Zen 2 without
+    AVX-512 and Zen 4 with AVX512-BF16), the x86 family and model numbers are appended, so that
+    speed figures name the CPU they were measured on.
+    """
+    name, flags, fields = "", frozenset(), {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+            name = value.strip()
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+        elif key in ("cpu family", "model") and key not in fields:
+            fields[key] = value.strip()
+    name = name or fallback
+    if len(fields) == 2 and not any(c.isdigit() for c in name):
+        name = f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name, flags
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> tuple[str, frozenset]:
-    """(model name, feature flags) of this CPU from ``/proc/cpuinfo``; (platform name, empty) elsewhere."""
-    name, flags = platform.processor() or platform.machine(), frozenset()
+    """(name, feature flags) of this CPU (:func:`parse_cpuinfo`); (platform name, no flags) without ``/proc``."""
+    fallback = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name in ("", platform.processor(), platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = frozenset(value.split())
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text(), fallback)
     except OSError:
-        pass
-    return name, flags
+        return fallback, frozenset()
 
 
 def cpu_name() -> str:

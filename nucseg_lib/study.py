@@ -54,6 +54,7 @@ class Profile:
     n_boot: int = 1000
     precision: str = "auto"  # U-Net training/inference: bf16 where this machine runs it faster (nucseg_lib.machine)
     lr: float = 1e-4  # Adam learning rate of the U-Nets (the report's 1e-4; StarDist keeps its own, 3e-4)
+    ema: float = 0.0  # decay per step of the U-Nets' weight average (TrainConfig.ema; 0: the last weights)
     # learning curves (notebook 09): snapshot step counts of one long run per method and seed, the
     # training seeds, and the extra scales at which StarDist also runs (beside ``scale``)
     curve_budgets: tuple = ()
@@ -172,6 +173,7 @@ def training_budget(profile: Profile) -> dict:
         "unet_steps": profile.epochs * profile.steps_per_epoch,
         "unet_epochs": profile.epochs,
         "unet_lr": profile.lr,
+        "unet_ema": profile.ema,
         "stardist_steps": profile.stardist_epochs * profile.stardist_steps,
         "stardist_epochs": profile.stardist_epochs,
         "batch_size": profile.batch_size,
@@ -254,6 +256,7 @@ class Study:
         p = self.profile
         kw.setdefault("precision", resolve_precision(p.precision))
         kw.setdefault("lr", p.lr)
+        kw.setdefault("ema", p.ema)
         return TrainConfig(
             loss=loss,
             init=init,

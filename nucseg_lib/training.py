@@ -5,7 +5,8 @@ A **trained-model folder** holds:
 - ``config.json``: the full :class:`TrainConfig` plus the data tag and training image names;
 - ``weights.pt``: the final state dict (present only when training finished);
 - ``history.csv``: one row per epoch: ``epoch, train_loss, val_dice, seconds``;
-- ``checkpoint.pt``: model, optimizer and history after the last finished epoch;
+- ``checkpoint.pt``: model, optimizer, weight average (``TrainConfig.ema``) and history after the
+  last finished epoch;
 - ``snapshots/step-NNNNNN.pt`` and ``.json`` (when asked for, learning curves): the weights
   after that many training steps, and the training seconds and validation Dice at that point.
 
@@ -17,6 +18,7 @@ uninterrupted one (randomness is re-seeded from ``(seed, epoch)`` each epoch).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -86,6 +88,9 @@ class TrainConfig:
     stops training after the epoch in which the wall-clock budget runs out. ``precision``
     ``'bf16'`` runs the forward pass under bfloat16 autocast (weights, optimizer and loss
     stay fp32); :func:`nucseg_lib.machine.resolve_precision` says which one pays here.
+    ``ema``: decay per step of an exponential moving average of the weights (0: off). The average
+    does not change the training; it is what is validated, snapshotted and saved as
+    ``weights.pt``. With decay ``d`` it spans about ``1 / (1 - d)`` steps (0.995: the last ~200).
     """
 
     loss: str = "dice"
@@ -101,6 +106,7 @@ class TrainConfig:
     augment: bool = True
     time_budget_s: float | None = None
     precision: str = "fp32"
+    ema: float = 0.0
     data_tag: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -116,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.patch_size must be a whole number of pixels >= 16, got {self.patch_size!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
+            raise ValueError(f"TrainConfig.ema must be a decay in [0, 1) (0: no weight average), got {self.ema!r}")
         if self.time_budget_s is not None and not (self.time_budget_s > 0):
             raise ValueError(f"TrainConfig.time_budget_s must be None or > 0 seconds, got {self.time_budget_s!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -134,7 +142,10 @@ class TrainConfig:
 
     def key(self) -> str:
         """Short hash of the configuration (the cache key of a model folder)."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = asdict(self)
+        if not fields["ema"]:  # models trained before the weight average existed keep their keys
+            del fields["ema"]
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class PatchSampler:
@@ -217,6 +228,21 @@ def validation_dice(model, samples: Sequence[Sample], device=None, tile: int | N
     )
 
 
+def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float):
+    """One step of the exponential moving average: ``average <- decay * average + (1 - decay) * model``.
+
+    Every floating-point entry of the state dict is averaged (weights and BatchNorm running
+    statistics, so the two stay consistent); integer entries (batch counters) are copied.
+    """
+    with torch.no_grad():
+        current = model.state_dict()
+        for name, value in average.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(current[name], 1.0 - decay)
+            else:
+                value.copy_(current[name])
+
+
 def _save_atomic(obj, path: Path):
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -290,6 +316,7 @@ def train(
     model.to(device).to(memory_format=torch.channels_last)
     model.precision = config.precision  # predict_probabilities runs the model at this precision
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    average = copy.deepcopy(model) if config.ema else None  # the weight average (TrainConfig.ema)
     loss_fn = make_loss(config.loss).to(device)
     sampler = PatchSampler(train_samples, config.patch_size, config.out_channels, config.augment)
     history: list[dict] = []
@@ -304,6 +331,8 @@ def train(
         try:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            if average is not None:
+                average.load_state_dict(ckpt["average"])
             history, start = list(ckpt["history"]), int(ckpt["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFolderError(
@@ -353,10 +382,13 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                update_average(average, model, config.ema)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", refresh=False)
+        kept = model if average is None else average  # what is validated and saved
         try:
-            val = validation_dice(model, val_samples, device)
+            val = validation_dice(kept, val_samples, device)
         except ValueError as exc:  # non-finite probabilities
             raise diverged(epoch, config.steps_per_epoch, f"validation: {exc}", losses) from None
         seconds = time.perf_counter() - t0
@@ -366,7 +398,7 @@ def train(
         if steps_done in snapshot_steps:  # before the checkpoint: a resumed run never misses one
             snap = out_dir / "snapshots" / f"step-{steps_done:06d}"
             snap.parent.mkdir(exist_ok=True)
-            _save_atomic(model.state_dict(), snap.with_suffix(".pt"))
+            _save_atomic(kept.state_dict(), snap.with_suffix(".pt"))
             _write_json_atomic(
                 {"steps": steps_done, "train_seconds": spent, "val_dice": val, "precision": config.precision},
                 snap.with_suffix(".json"),
@@ -375,6 +407,7 @@ def train(
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
+                **({"average": average.state_dict()} if average is not None else {}),
                 "history": history,
                 "epoch": epoch + 1,
                 "key": key,
@@ -383,7 +416,7 @@ def train(
         )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             bar.close()
-            return model, pd.DataFrame(history)
+            return kept, pd.DataFrame(history)
     bar.close()
     if not history:
         raise RuntimeError(
@@ -392,8 +425,9 @@ def train(
         )
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
-    _save_atomic(model.state_dict(), out_dir / "weights.pt")
-    return model, hist
+    kept = model if average is None else average
+    _save_atomic(kept.state_dict(), out_dir / "weights.pt")
+    return kept, hist
 
 
 def _write_json_atomic(obj, path: Path):

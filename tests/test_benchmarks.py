@@ -44,3 +44,26 @@ def test_compare_training_precision_snapshots(tmp_path):
     table = pd.read_csv(tmp_path / "compare_precision.csv")
     assert sorted(table.steps) == [2, 2, 4, 4] and set(table.precision) <= {"fp32", "bf16"}
     assert table["f1@0.5"].between(0, 1).all()
+
+
+def test_compare_training_weight_average(tmp_path):
+    """--setting ema trains one model per decay; the average is recorded in each model's config."""
+    _run("--setting", "ema", "--values", "0", "0.5", "--seeds", "0", out=tmp_path)
+    table = pd.read_csv(tmp_path / "compare_ema.csv")
+    assert sorted(table.ema) == [0.0, 0.5]
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "models").glob("unet_boundary*/config.json")]
+    assert sorted(c["ema"] for c in configs) == [0.0, 0.5]
+
+
+def test_bench_unet_times_bf16_only_where_native(tmp_path):
+    """Small sizes; fp32 is always timed; bf16 only on a CPU with native bf16 (else it says so)."""
+    from nucseg_lib.machine import cpu_bf16_features
+
+    cmd = [sys.executable, "benchmarks/bench_unet.py", "--batch", "2", "--steps", "1", "--patch", "64", "--size", "64"]
+    r = subprocess.run([*cmd, "--device", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CPU: " in r.stdout and "train fp32: batch 2 x 64^2" in r.stdout and "of the fp32 matmul peak" in r.stdout
+    if cpu_bf16_features():
+        assert "train bf16" in r.stdout and "training step fp32/bf16" in r.stdout
+    else:
+        assert "bf16 not timed" in r.stdout and "train bf16" not in r.stdout

@@ -65,3 +65,14 @@ def test_bf16_training_records_its_precision_and_predicts_like_fp32(tmp_path, sm
     p16 = predict_probabilities(loaded, img)
     p32 = predict_probabilities(loaded, img, precision="fp32")
     assert p16.dtype == np.float32 and np.abs(p16 - p32).max() < 0.05
+
+
+def test_cpu_name_names_generic_models_by_family_and_model():
+    from nucseg_lib.machine import parse_cpuinfo
+
+    zen2 = "processor\t: 0\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n"
+    name, flags = parse_cpuinfo(zen2 + zen2.replace("49", "1"))
+    assert name == "AMD EPYC (family 23, model 49)" and flags == {"fpu", "avx2"}
+    xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t: amx_bf16\n"
+    assert parse_cpuinfo(xeon)[0] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert parse_cpuinfo("", "x86_64") == ("x86_64", frozenset())

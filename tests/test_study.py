@@ -76,6 +76,7 @@ def test_runner_writes_the_contract(smoke_run):
         "unet_steps": 4,
         "unet_epochs": 2,
         "unet_lr": 1e-4,
+        "unet_ema": 0.0,
         "stardist_steps": 2,
         "stardist_epochs": 1,
         "batch_size": 2,
@@ -120,6 +121,27 @@ def test_learning_rate_of_runs_assembled_before_it_was_recorded():
 
     assert unet_lr({"budget": {"unet_lr": 3e-4}}) == 3e-4
     assert unet_lr({"budget": {"unet_steps": 1600}}) == unet_lr({}) == 1e-4  # TrainConfig's default then
+
+
+def test_budget_line_names_the_weight_average_only_when_used():
+    from nucseg_lib.book import _budget_lines
+
+    b = {"unet_steps": 1600, "unet_epochs": 80, "unet_lr": 1e-3, "stardist_steps": 1600, "batch_size": 8}
+    b["patch_size_px"] = 128
+    assert "averaged" not in _budget_lines({"budget": b})[0]
+    line = _budget_lines({"budget": {**b, "unet_ema": 0.995}})[0]
+    assert "(80 epochs, Adam learning rate 0.001, weights averaged with decay 0.995 per step)" in line
+
+
+def test_run_json_records_the_runs_own_training_overrides(tmp_path):
+    """A run made with lr= and epochs= overrides records those in run.json's budget, not the profile's."""
+    from nucseg_lib.jobs import assemble
+
+    (tmp_path / "results").mkdir()
+    params = {"dataset": "synthetic", "profile": "cpu", "lr": 1e-4, "epochs": 10, "batch_size": None}
+    budget = assemble(tmp_path, params, tmp_path / "benchmarks", [])["budget"]
+    assert budget["unet_lr"] == 1e-4 and budget["unet_epochs"] == 10 and budget["unet_steps"] == 200
+    assert budget["batch_size"] == 8  # None keeps the profile's
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):

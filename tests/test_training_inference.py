@@ -7,7 +7,7 @@ import torch
 
 from nucseg_lib.inference import _window, predict_probabilities
 from nucseg_lib.targets import three_class
-from nucseg_lib.training import PatchSampler, TrainConfig, load_trained, train, train_or_load
+from nucseg_lib.training import PatchSampler, TrainConfig, load_trained, train, train_or_load, update_average
 
 
 def tiny_config(**kw):
@@ -24,6 +24,39 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, small_synthetic
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert len(hist_res) == 3 and np.allclose(hist_full.train_loss, hist_res.train_loss)
+
+
+def test_weight_average_known_answer():
+    """decay 0.9 from 0 towards a constant 1: 0.1 after one step, 0.19 after two; counters are copied."""
+    model, average = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        model.weight.fill_(1.0), average.weight.zero_()
+    model.num_batches_tracked.fill_(7)
+    update_average(average, model, 0.9)
+    assert torch.allclose(average.weight, torch.full((2,), 0.1)) and int(average.num_batches_tracked) == 7
+    update_average(average, model, 0.9)
+    assert torch.allclose(average.weight, torch.full((2,), 0.19))
+    assert torch.equal(model.weight, torch.ones(2))  # the trained model is not touched
+
+
+def test_weight_average_is_saved_resumed_and_keyed(tmp_path, small_synthetic):
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    assert TrainConfig().key() == "56e8e87ac8"  # ema=0 keeps the cache keys of models trained before it existed
+    assert tiny_config(ema=0.5).key() != tiny_config().key()
+    with pytest.raises(ValueError, match="ema"):
+        tiny_config(ema=1.0)
+    plain, _ = train(tiny_config(), tr[:4], tr[4:], tmp_path / "plain", progress=False)
+    cfg = tiny_config(ema=0.5)
+    full, _ = train(cfg, tr[:4], tr[4:], tmp_path / "full", progress=False)
+    raw = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    saved = torch.load(tmp_path / "full" / "weights.pt", weights_only=True)
+    name = "head.weight" if "head.weight" in raw else next(k for k, v in raw.items() if v.is_floating_point())
+    assert torch.equal(raw[name], plain.state_dict()[name])  # the average does not change the training
+    assert not torch.equal(saved[name], raw[name]) and torch.equal(saved[name], full.state_dict()[name])
+    train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False, stop_after_epoch=1)
+    resumed, _ = train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_model_folder_and_cache(tmp_path, small_synthetic):
