@@ -51,6 +51,9 @@ def reference_book():
 
 
 def check_pages(html: Path, browser, min_pages: int, min_images: int, check_paths: bool = True):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     pages = sorted(
         p
         for p in html.rglob("*.html")
@@ -60,7 +63,12 @@ def check_pages(html: Path, browser, min_pages: int, min_images: int, check_path
     n_images = 0
     for page in pages:
         browser.get(page.as_uri())
-        assert browser.execute_script("return document.readyState") == "complete", page
+        # get() usually returns after the load event, but not always (seen with a 06_stardist page): wait
+        # for it, up to 60 s, rather than read a half-loaded page
+        try:
+            WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.readyState") == "complete")
+        except TimeoutException:
+            pytest.fail(f"{page}: still {browser.execute_script('return document.readyState')!r} after 60 s")
         text = browser.find_element("tag name", "body").text
         assert "Traceback (most recent call last)" not in text, page
         assert not browser.find_elements("css selector", ".output.traceback, .cell_output .error, div.output_error"), (
