@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nucseg_lib.inference import predict_probabilities
 from nucseg_lib.losses import make_loss
-from nucseg_lib.machine import autocast, bf16_speedup, cpu_bf16_features, cpu_name, resolve_precision
+from nucseg_lib.machine import autocast, bf16_speedup, cpu_bf16_features, cpu_name, native_bf16, resolve_precision
 from nucseg_lib.model import UNet, pick_device
 
 
@@ -113,7 +113,7 @@ def main():
     )
     a = ap.parse_args()
     device = pick_device(a.device)
-    native = {"fp32"} | ({"bf16"} if device.type != "cpu" or cpu_bf16_features() else set())
+    native = {"fp32"} | ({"bf16"} if native_bf16(device) else set())
     precisions = a.precisions or sorted(native, reverse=True)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"CPU: {cpu_name()}; native bf16: {', '.join(cpu_bf16_features()) or 'none'}")
@@ -121,7 +121,7 @@ def main():
         print(f"bf16 speed-up of a 3x3 conv block (the 'auto' rule): {bf16_speedup():.2f}x")
     print(f"precision 'auto' picks here: {resolve_precision('auto', device)}")
     if "bf16" not in precisions:
-        print("bf16 not timed: no native bf16 on this CPU (emulated; --precisions fp32 bf16 times it anyway)")
+        print(f"bf16 not timed: no native bf16 on {device} (emulated; --precisions fp32 bf16 times it anyway)")
     peaks = {p: matmul_peak(device, p) for p in precisions}
     for p, g in peaks.items():
         print(f"matmul peak {p}: {g:.1f} GFLOP/s" + ("" if p in native else " (emulated, not a peak)"))

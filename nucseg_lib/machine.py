@@ -128,10 +128,21 @@ def resolve_precision(precision: str = "auto", device=None) -> str:
 
     device = torch.device(device) if device is not None else pick_device()
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and cpu_bf16_features() and bf16_speedup() >= MIN_SPEEDUP:
+        return "bf16" if native_bf16(device) else "fp32"
+    if native_bf16(device) and bf16_speedup() >= MIN_SPEEDUP:
         return "bf16"
     return "fp32"
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU that supports it, or a CPU with bf16
+    instructions (:data:`BF16_CPU_FLAGS`). Elsewhere bf16 is emulated, and slower than fp32."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(cpu_bf16_features())
 
 
 def autocast(device, precision: str):

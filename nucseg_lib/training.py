@@ -317,6 +317,7 @@ def train(
     model.precision = config.precision  # predict_probabilities runs the model at this precision
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     average = copy.deepcopy(model) if config.ema else None  # the weight average (TrainConfig.ema)
+    kept = model if average is None else average  # what is validated, snapshotted, saved and returned
     loss_fn = make_loss(config.loss).to(device)
     sampler = PatchSampler(train_samples, config.patch_size, config.out_channels, config.augment)
     history: list[dict] = []
@@ -386,7 +387,6 @@ def train(
                 update_average(average, model, config.ema)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", refresh=False)
-        kept = model if average is None else average  # what is validated and saved
         try:
             val = validation_dice(kept, val_samples, device)
         except ValueError as exc:  # non-finite probabilities
@@ -425,7 +425,6 @@ def train(
         )
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
-    kept = model if average is None else average
     _save_atomic(kept.state_dict(), out_dir / "weights.pt")
     return kept, hist
 
