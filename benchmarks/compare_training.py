@@ -1,17 +1,20 @@
-"""Does a training setting change accuracy? The boundary U-Net trained under each value of one setting
+"""Does a training setting change accuracy? A U-Net trained under each value of one setting
 (``precision``, the Adam learning rate ``lr`` or the decay ``ema`` of the weight average), same data,
-seeds and steps.
+seeds and steps. ``--method`` picks the U-Net: the boundary U-Net with watershed (``unet_boundary``, the
+default) or the Dice U-Net with connected components (``unet_dice_cc``).
 
 Prints a table; it is not a test. Usage::
 
     python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --budgets 200 400 --seeds 0
     python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --setting lr \
         --values 1e-4 3e-4 1e-3 --seeds 0 1
+    python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --setting ema \
+        --method unet_dice_cc --values 0 0.995 --seeds 0
 
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
 others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
-profile's budget (the same configuration, hence the same cache key as notebook 08's boundary
-U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is
+profile's budget (the same configuration, hence the same cache key as the study's boundary
+or Dice U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is
 scored like the learning curves: watershed tuned on validation images (``val_f1@0.5``: choose on
 this column), test F1 at native resolution with 95% bootstrap CIs. bf16 is used only where the
 CPU supports it natively; elsewhere both precision rows are fp32 and that comparison says nothing.
@@ -34,6 +37,7 @@ def main():
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="precision")
+    ap.add_argument("--method", choices=["unet_boundary", "unet_dice_cc"], default="unet_boundary")
     ap.add_argument(
         "--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4; 0 0.995)"
     )
@@ -58,10 +62,10 @@ def main():
         for seed in a.seeds:
             if p:
                 variant = run_variant(study, p, study.scale, seed).variant(**{a.setting: value})
-                rows.append(learning_curve(variant, "unet_boundary", p["budgets"]).assign(**{a.setting: value}))
+                rows.append(learning_curve(variant, a.method, p["budgets"]).assign(**{a.setting: value}))
                 continue
             variant = study.variant(seed=seed, **{a.setting: value})
-            _, history, folder = variant.unet(METHODS["unet_boundary"])
+            _, history, folder = variant.unet(METHODS[a.method])
             final = pd.Series(
                 {
                     "steps": training_budget(variant.profile)["unet_steps"],
@@ -70,14 +74,14 @@ def main():
                     "weights": folder / "weights.pt",
                 }
             )
-            row = evaluate_snapshot(variant, "unet_boundary", folder, final)
+            row = evaluate_snapshot(variant, a.method, folder, final)
             rows.append(pd.DataFrame([row]).assign(**{a.setting: value}))
     table = pd.concat(rows, ignore_index=True)
     table.to_csv(os.path.join(out, f"compare_{a.setting}.csv"), index=False)
     cols = [a.setting] * (a.setting != "precision") + ["precision", "seed", "steps", "train_seconds", "val_f1@0.5"]
     cols += ["f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7", "ap@0.5:0.95"]
     print(
-        f"unet_boundary on {a.dataset} ({a.profile} profile data, {study.scale:g}x downscaled), {cpu_name()} "
+        f"{a.method} on {a.dataset} ({a.profile} profile data, {study.scale:g}x downscaled), {cpu_name()} "
         f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "
         f"threads"
     )

@@ -46,13 +46,16 @@ def test_compare_training_precision_snapshots(tmp_path):
     assert table["f1@0.5"].between(0, 1).all()
 
 
-def test_compare_training_weight_average(tmp_path):
-    """--setting ema trains one model per decay; the average is recorded in each model's config."""
-    _run("--setting", "ema", "--values", "0", "0.5", "--seeds", "0", out=tmp_path)
+def test_compare_training_weight_average_of_the_dice_unet(tmp_path):
+    """--setting ema trains one model per decay; the average is recorded in each model's config; --method
+    unet_dice_cc compares the study's Dice U-Net (scored with connected components) instead."""
+    printed = _run("--setting", "ema", "--values", "0", "0.5", "--seeds", "0", "--method", "unet_dice_cc", out=tmp_path)
+    assert printed.startswith("unet_dice_cc on synthetic")
     table = pd.read_csv(tmp_path / "compare_ema.csv")
-    assert sorted(table.ema) == [0.0, 0.5]
-    configs = [json.loads(p.read_text()) for p in (tmp_path / "models").glob("unet_boundary*/config.json")]
-    assert sorted(c["ema"] for c in configs) == [0.0, 0.5]
+    assert sorted(table.ema) == [0.0, 0.5] and set(table.method) == {"unet_dice_cc"}
+    assert all("threshold" in json.loads(p) and "h" not in json.loads(p) for p in table.postprocess)
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "models").glob("unet_*/config.json")]
+    assert sorted((c["loss"], c["ema"]) for c in configs) == [("dice", 0.0), ("dice", 0.5)]
 
 
 def test_bench_unet_times_bf16_only_where_native(tmp_path):

@@ -288,21 +288,26 @@ def test_a_run_folder_never_mixes_two_seeds(tmp_path):
 
 
 def test_a_run_folder_never_mixes_two_learning_rates(tmp_path):
-    """``lr`` reaches the jobs' parameters (only where given: older runs keep theirs) and is part of a run."""
+    """``lr`` and ``ema`` reach the jobs' parameters (only where given: older runs keep theirs) and are part
+    of a run."""
     from tests.conftest import snakemake
 
     run = _finished_run(tmp_path, seed=0)
     assert "lr" not in json.loads((run / "results" / "parameters.json").read_text())
     r = snakemake(tmp_path, "profile=smoke", f"out={run}", "lr=3e-4", args=["-n"], check=False)
     assert r.returncode != 0 and "lr None -> 0.0003" in r.stdout
+    r = snakemake(tmp_path, "profile=smoke", f"out={run}", "ema=0.995", args=["-n"], check=False)
+    assert r.returncode != 0 and "ema None -> 0.995" in r.stdout
 
 
-def test_notebook_parameters_set_the_learning_rate(tmp_path):
+def test_notebook_parameters_set_the_learning_rate_and_weight_average(tmp_path):
     from nucseg_lib.notebook import setup
 
     params = {"dataset": "synthetic", "profile": "smoke", "data_root": None, "out_dir": str(tmp_path), "seed": 0}
     assert setup("x", {**params, "lr": 3e-4}).unet_config().lr == 3e-4
     assert setup("x", {**params, "lr": None}).unet_config().lr == setup("x", params).profile.lr == 1e-4
+    assert setup("x", {**params, "ema": 0.99}).unet_config().ema == 0.99
+    assert setup("x", {**params, "ema": None}).unet_config().ema == setup("x", params).profile.ema == 0.0
 
 
 def test_unknown_notebook_prefix_fails(tmp_path):

@@ -134,13 +134,14 @@ def test_budget_line_names_the_weight_average_only_when_used():
 
 
 def test_run_json_records_the_runs_own_training_overrides(tmp_path):
-    """A run made with lr= and epochs= overrides records those in run.json's budget, not the profile's."""
+    """A run made with lr=, ema= and epochs= overrides records those in run.json's budget, not the profile's."""
     from nucseg_lib.jobs import assemble
 
     (tmp_path / "results").mkdir()
-    params = {"dataset": "synthetic", "profile": "cpu", "lr": 1e-4, "epochs": 10, "batch_size": None}
+    params = {"dataset": "synthetic", "profile": "cpu", "lr": 1e-4, "ema": 0.99, "epochs": 10, "batch_size": None}
     budget = assemble(tmp_path, params, tmp_path / "benchmarks", [])["budget"]
     assert budget["unet_lr"] == 1e-4 and budget["unet_epochs"] == 10 and budget["unet_steps"] == 200
+    assert budget["unet_ema"] == 0.99
     assert budget["batch_size"] == 8  # None keeps the profile's
 
 
