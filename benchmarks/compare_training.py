@@ -15,9 +15,11 @@ With ``--budgets``, each (value, seed) trains one run of the largest budget with
 others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
 profile's budget (the same configuration, hence the same cache key as the study's boundary
 or Dice U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is
-scored like the learning curves: watershed tuned on validation images (``val_f1@0.5``: choose on
-this column), test F1 at native resolution with 95% bootstrap CIs. bf16 is used only where the
-CPU supports it natively; elsewhere both precision rows are fp32 and that comparison says nothing.
+scored like the learning curves: post-processing (watershed, or the components' threshold) tuned on
+validation images (``val_f1@0.5``: choose on this column), test F1 at native resolution with 95%
+bootstrap CIs; without ``--budgets`` also notebook 02's test pixel Dice (foreground probability > 0.5,
+at the model's scale). bf16 is used only where the CPU supports it natively; elsewhere both precision
+rows are fp32 and that comparison says nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ import os
 import pandas as pd
 
 SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4]), "ema": (float, [0.0, 0.995])}
+
+
+def pixel_dice(study, model) -> dict:
+    """Notebook 02's score: mean test Dice of the foreground (probability > 0.5) at the model's scale, 95% CI."""
+    from nucseg_lib.inference import foreground_probability, predict_probabilities
+    from nucseg_lib.metrics import dice, mean_with_ci
+
+    per_image = [
+        dice(s.labels > 0, foreground_probability(predict_probabilities(model, s.image)) > 0.5) for s in study.test
+    ]
+    ci = mean_with_ci(per_image, n_boot=study.profile.n_boot, seed=study.seed)
+    return {"dice": ci["value"], "dice_ci_low": ci["ci_low"], "dice_ci_high": ci["ci_high"]}
 
 
 def main():
@@ -65,7 +79,7 @@ def main():
                 rows.append(learning_curve(variant, a.method, p["budgets"]).assign(**{a.setting: value}))
                 continue
             variant = study.variant(seed=seed, **{a.setting: value})
-            _, history, folder = variant.unet(METHODS[a.method])
+            model, history, folder = variant.unet(METHODS[a.method])
             final = pd.Series(
                 {
                     "steps": training_budget(variant.profile)["unet_steps"],
@@ -75,11 +89,12 @@ def main():
                 }
             )
             row = evaluate_snapshot(variant, a.method, folder, final)
-            rows.append(pd.DataFrame([row]).assign(**{a.setting: value}))
+            rows.append(pd.DataFrame([{**row, **pixel_dice(variant, model)}]).assign(**{a.setting: value}))
     table = pd.concat(rows, ignore_index=True)
     table.to_csv(os.path.join(out, f"compare_{a.setting}.csv"), index=False)
     cols = [a.setting] * (a.setting != "precision") + ["precision", "seed", "steps", "train_seconds", "val_f1@0.5"]
     cols += ["f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7", "ap@0.5:0.95"]
+    cols += ["dice", "dice_ci_low", "dice_ci_high"] * (not a.budgets)
     print(
         f"{a.method} on {a.dataset} ({a.profile} profile data, {study.scale:g}x downscaled), {cpu_name()} "
         f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "

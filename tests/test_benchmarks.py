@@ -54,6 +54,7 @@ def test_compare_training_weight_average_of_the_dice_unet(tmp_path):
     table = pd.read_csv(tmp_path / "compare_ema.csv")
     assert sorted(table.ema) == [0.0, 0.5] and set(table.method) == {"unet_dice_cc"}
     assert all("threshold" in json.loads(p) and "h" not in json.loads(p) for p in table.postprocess)
+    assert table.dice.between(0, 1).all() and (table.dice_ci_low <= table.dice).all()  # notebook 02's pixel Dice
     configs = [json.loads(p.read_text()) for p in (tmp_path / "models").glob("unet_*/config.json")]
     assert sorted((c["loss"], c["ema"]) for c in configs) == [("dice", 0.0), ("dice", 0.5)]
 

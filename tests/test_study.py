@@ -229,3 +229,16 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
     pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
     text = findings(SimpleNamespace(experiment="receptive_field", summary_path=path))
     assert "ERF" in text and "46 vs 60" in text and "not reproduced" in text
+
+
+@pytest.mark.parametrize("run", ["coelho2009-cpu", "coelho2009-cpu-seed1"])
+def test_the_published_run_is_the_cpu_profiles_run(run):
+    """What `make reference` would train today is what the published run trained: changing the cpu profile's
+    budget, learning rate or weight average without re-publishing the reference run fails here."""
+    from nucseg_lib.study import get_profile, training_budget
+    from tests.conftest import REPO
+
+    record = json.loads((REPO / "reference" / run / "results" / "run.json").read_text())
+    published = {"unet_ema": 0.0, **record["budget"]}  # runs made before the weight average existed had none
+    assert published == training_budget(get_profile("cpu"))
+    assert record["parameters"]["profile"] == "cpu" and record["parameters"].get("lr") is None
