@@ -35,13 +35,10 @@ SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4]), "
 
 def pixel_dice(study, model) -> dict:
     """Notebook 02's score: mean test Dice of the foreground (probability > 0.5) at the model's scale, 95% CI."""
-    from nucseg_lib.inference import foreground_probability, predict_probabilities
-    from nucseg_lib.metrics import dice, mean_with_ci
+    from nucseg_lib.metrics import mean_with_ci
+    from nucseg_lib.training import pixel_dices
 
-    per_image = [
-        dice(s.labels > 0, foreground_probability(predict_probabilities(model, s.image)) > 0.5) for s in study.test
-    ]
-    ci = mean_with_ci(per_image, n_boot=study.profile.n_boot, seed=study.seed)
+    ci = mean_with_ci(pixel_dices(model, study.test), n_boot=study.profile.n_boot, seed=study.seed)
     return {"dice": ci["value"], "dice_ci_low": ci["ci_low"], "dice_ci_high": ci["ci_high"]}
 
 

@@ -210,21 +210,22 @@ class PatchSampler:
 
 def validation_dice(model, samples: Sequence[Sample], device=None, tile: int | None = 512) -> float:
     """Mean pixel Dice of the thresholded foreground (p > 0.5) over ``samples``."""
+    if not samples:
+        return float("nan")
+    return float(np.mean(pixel_dices(model, samples, device, tile)))
+
+
+def pixel_dices(model, samples: Sequence[Sample], device=None, tile: int | None = 1024) -> np.ndarray:
+    """Pixel Dice of the thresholded foreground (p > 0.5) of each sample, at the samples' scale (notebook 02's
+    score; ``tile`` as in :func:`~nucseg_lib.inference.predict_probabilities`)."""
     from .inference import foreground_probability, predict_probabilities
     from .metrics import dice
 
-    if not samples:
-        return float("nan")
-    return float(
-        np.mean(
-            [
-                dice(
-                    s.labels > 0,
-                    foreground_probability(predict_probabilities(model, s.image, tile, device=device)) > 0.5,
-                )
-                for s in samples
-            ]
-        )
+    return np.array(
+        [
+            dice(s.labels > 0, foreground_probability(predict_probabilities(model, s.image, tile, device=device)) > 0.5)
+            for s in samples
+        ]
     )
 
 
