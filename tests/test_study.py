@@ -242,3 +242,18 @@ def test_the_published_run_is_the_cpu_profiles_run(run):
     published = {"unet_ema": 0.0, **record["budget"]}  # runs made before the weight average existed had none
     assert published == training_budget(get_profile("cpu"))
     assert record["parameters"]["profile"] == "cpu" and record["parameters"].get("lr") is None
+
+
+def test_make_curves_pins_the_published_curves_settings():
+    """The published learning curves (reference/coelho2009-cpu-curves) trained their U-Nets at the report's lr 1e-4
+    with the last weights, before either was a setting: `make curves` must pass both, so that the command still
+    reproduces them after the cpu profile changes its learning rate (it did: 1e-3) or adopts the weight average."""
+    import re
+    import subprocess
+
+    from tests.conftest import REPO
+
+    dry = subprocess.run(["make", "-n", "curves", "DATA=/data"], cwd=REPO, capture_output=True, text=True, check=True)
+    line = next(x for x in dry.stdout.replace("\\\n", " ").splitlines() if "snakemake" in x and "curves" in x)
+    settings = dict(re.findall(r"\b(lr|ema)=(\S+)", line))
+    assert float(settings.get("lr", "nan")) == 1e-4 and float(settings.get("ema", "nan")) == 0.0, line
