@@ -15,8 +15,9 @@ Profiles (:data:`PROFILES`) set the data size and training budget:
 ``smoke`` (seconds, CI and nbval), ``demo`` (the notebooks' default in JupyterLab: about a
 minute of training per model), ``quick`` (the embedded synthetic data, ``make book``: see the
 README for its time), ``cpu`` (real data, downscaled: 57 minutes on a 2-core AMD EPYC Zen 4
-with native bf16, where one 1600-step U-Net trains in 6.4 minutes, and about three hours on a
-2-core Zen 2 in fp32, where it takes 23) and ``full`` (the paper's settings, for a GPU).
+with native bf16, where one 1600-step U-Net trains in 6.4 minutes; about three hours on a
+2-core Zen 2 in fp32, where it takes 23, and three and a half on a 2-core Zen 3 in fp32, where it
+takes about 27) and ``full`` (the paper's settings, for a GPU).
 """
 
 from __future__ import annotations
