@@ -4,10 +4,14 @@ Prints figures; it is not a test. Usage::
 
     python benchmarks/bench_stardist.py --data-root ../shared/data/coelho2009
     python benchmarks/bench_stardist.py --scale 2 --batch 4 --threads 2 --augment none
+    python benchmarks/bench_stardist.py --threads 1 --malloc default   # glibc's own malloc settings
 
-One configuration per call (TensorFlow's thread settings are fixed when it starts);
+One configuration per call (TensorFlow's thread settings are fixed when it starts, glibc's
+malloc settings when the process starts: ``--malloc`` restarts the process with them);
 ``--all`` runs the configurations of the study's investigation, each in a fresh process,
-and prints one table. For each: patches/s of whole training steps (Keras ``fit`` as
+and prints one table. ``--malloc study`` (the default) is what the workflow's jobs get
+(``nucseg_lib.machine.MALLOC_TUNABLES``), ``default`` is glibc's defaults, ``inherit`` keeps
+this shell's ``GLIBC_TUNABLES``. For each: patches/s of whole training steps (Keras ``fit`` as
 StarDist runs it, timed per step after 5 warm-up steps), the seconds one batch takes to
 prepare (augmentation + star distances, StarDist's data generator, in the main thread),
 and the same for the network step alone (``train_on_batch`` on a ready batch).
@@ -21,6 +25,25 @@ import os
 import subprocess
 import sys
 import time
+
+
+def malloc_environment(malloc: str) -> dict:
+    """This process's environment with ``GLIBC_TUNABLES`` as ``--malloc`` asks."""
+    from nucseg_lib.machine import MALLOC_TUNABLES
+
+    env = dict(os.environ)
+    if malloc == "study":
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    elif malloc == "default":
+        env.pop("GLIBC_TUNABLES", None)
+    return env
+
+
+def malloc_label() -> str:
+    from nucseg_lib.machine import MALLOC_TUNABLES
+
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    return "study" if tunables == MALLOC_TUNABLES else tunables or "default"
 
 
 def run_one(a) -> dict:
@@ -93,6 +116,7 @@ def run_one(a) -> dict:
         "threads": a.threads,
         "augment": a.augment,
         "workers": workers,
+        "malloc": malloc_label(),
         "fit_s_per_step": round(epoch2, 4),
         "patches_per_s": round(a.batch / epoch2, 1),
         "data_s_per_batch": round(data_s, 4),
@@ -101,13 +125,15 @@ def run_one(a) -> dict:
     }
 
 
-CONFIGS = [  # the investigation: the study's settings, then one change at a time
-    dict(scale=4, batch=8, threads=2, augment="study", workers=1),
-    dict(scale=4, batch=8, threads=2, augment="none", workers=1),
-    dict(scale=4, batch=8, threads=1, augment="study", workers=1),
-    dict(scale=4, batch=8, threads=2, augment="study", workers=2),
-    dict(scale=2, batch=4, threads=2, augment="study", workers=1),
-    dict(scale=2, batch=4, threads=2, augment="study", workers=2),
+CONFIGS = [  # the investigation: the study's first settings, then one change at a time
+    dict(scale=4, batch=8, threads=2, augment="study", workers=1, malloc="default"),
+    dict(scale=4, batch=8, threads=2, augment="none", workers=1, malloc="default"),
+    dict(scale=4, batch=8, threads=1, augment="study", workers=1, malloc="default"),
+    dict(scale=4, batch=8, threads=2, augment="study", workers=2, malloc="default"),
+    dict(scale=2, batch=4, threads=2, augment="study", workers=1, malloc="default"),
+    dict(scale=2, batch=4, threads=2, augment="study", workers=2, malloc="default"),
+    dict(scale=4, batch=8, threads=2, augment="study", workers=1, malloc="study"),
+    dict(scale=4, batch=8, threads=1, augment="study", workers=1, malloc="study"),
 ]
 
 
@@ -124,9 +150,19 @@ def main():
     ap.add_argument("--steps", type=int, default=40, help="steps per timed epoch")
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--all", action="store_true", help="run the investigation's configurations")
+    ap.add_argument(
+        "--malloc",
+        choices=["study", "default", "inherit"],
+        default="study",
+        help="glibc malloc settings: the workflow's (study), glibc's defaults, or this shell's GLIBC_TUNABLES",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON line (used by --all)")
     a = ap.parse_args()
-    from nucseg_lib.machine import cpu_name
+    from nucseg_lib.machine import cpu_name, transparent_hugepages
+
+    env = malloc_environment(a.malloc)
+    if not a.all and env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # glibc reads them at start only
 
     if not a.all:
         row = run_one(a)
@@ -151,7 +187,8 @@ def main():
         ] + sum(([f"--{k}", str(v)] for k, v in c.items()), [])
         if a.data_root:
             cmd += ["--data-root", a.data_root]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        env = {**malloc_environment(c["malloc"]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = [x for x in out.stdout.splitlines() if x.startswith("{")]
         if out.returncode or not line:
             print(f"failed: {c}\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -160,7 +197,7 @@ def main():
         print(rows[-1], flush=True)
     print(
         f"\nStarDist2D training throughput on {cpu_name()} ({os.cpu_count()} cores), {a.dataset}, "
-        f"patch {a.patch}x{a.patch}:"
+        f"patch {a.patch}x{a.patch}; transparent huge pages: {transparent_hugepages()}:"
     )
     print(pd.DataFrame(rows).to_string(index=False))
 

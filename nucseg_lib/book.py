@@ -241,6 +241,14 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
         f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
         *_budget_lines(run),
         f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
+        *(
+            [
+                f"- memory settings: transparent huge pages `{hw.get('transparent_hugepages')}`, "
+                f"`GLIBC_TUNABLES={hw.get('glibc_tunables') or ''}`"
+            ]
+            if "glibc_tunables" in hw
+            else []
+        ),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
         "",
         "| notebook | status | seconds |",

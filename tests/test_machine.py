@@ -76,3 +76,33 @@ def test_cpu_name_names_generic_models_by_family_and_model():
     xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t: amx_bf16\n"
     assert parse_cpuinfo(xeon)[0] == "Intel(R) Xeon(R) Platinum 8480+"
     assert parse_cpuinfo("", "x86_64") == ("x86_64", frozenset())
+
+
+def test_malloc_tunables_are_names_and_values_this_glibc_reads():
+    """glibc ignores a misspelt tunable silently: its loader's list shows what it read from the variable."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    loader = Path("/lib64/ld-linux-x86-64.so.2")
+    if not loader.exists():
+        pytest.skip("no x86-64 glibc loader here")
+    env = {**os.environ, "GLIBC_TUNABLES": machine.MALLOC_TUNABLES}
+    r = subprocess.run([str(loader), "--list-tunables"], env=env, capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip("this glibc cannot list its tunables (older than 2.33)")
+    read = {m[1]: int(m[2], 0) for m in re.finditer(r"^(\S+): (0x[0-9a-f]+|[0-9]+)", r.stdout, re.M)}
+    wanted = dict(item.split("=") for item in machine.MALLOC_TUNABLES.split(":"))
+    assert wanted.keys() == {f"glibc.malloc.{k}" for k in ("hugetlb", "mmap_threshold", "trim_threshold", "top_pad")}
+    assert {k: read.get(k) for k in wanted} == {k: int(v) for k, v in wanted.items()}
+    assert read["glibc.malloc.top_pad"] == 256 * 2**20 and read["glibc.malloc.hugetlb"] == 1
+
+
+def test_hardware_records_the_memory_settings(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    hw = machine.hardware()
+    assert hw["glibc_tunables"] == "glibc.malloc.hugetlb=1"
+    assert hw["transparent_hugepages"] in ("always", "madvise", "never", None)
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert machine.hardware()["glibc_tunables"] is None

@@ -1,6 +1,7 @@
 """The results contract, the runner (smoke profile, real papermill) and the generated results page."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,10 @@ def test_runner_writes_the_contract(smoke_run):
     assert sorted(run["notebooks"]) == notebooks, "run.json must list every notebook of the study"
     assert all(v["status"] == "ok" for v in run["notebooks"].values())
     assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
+    # the workflow's jobs run with the study's malloc settings (a GLIBC_TUNABLES of the caller's own is kept)
+    from nucseg_lib.machine import MALLOC_TUNABLES
+
+    assert run["hardware"]["glibc_tunables"] == (os.environ.get("GLIBC_TUNABLES") or MALLOC_TUNABLES)
     # the smoke profile's budget: 2 epochs of 2 steps, StarDist 1 epoch of 2 steps, batches of 2 patches of 64 px
     assert run["budget"] == {
         "unet_steps": 4,
