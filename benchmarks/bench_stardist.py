@@ -160,11 +160,10 @@ def main():
     a = ap.parse_args()
     from nucseg_lib.machine import cpu_name, transparent_hugepages
 
-    env = malloc_environment(a.malloc)
-    if not a.all and env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # glibc reads them at start only
-
     if not a.all:
+        env = malloc_environment(a.malloc)
+        if env.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)  # glibc reads them at start only
         row = run_one(a)
         print(json.dumps(row) if a.json else row)
         return

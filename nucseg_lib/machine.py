@@ -30,8 +30,8 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # faults it in again, 4 KiB at a time. These keep the freed memory in the process (mmap above 32 MiB only,
 # trim above 1 GiB, 256 MiB padding when the heap grows) and ask for transparent huge pages (`hugetlb=1`:
 # madvise, which kernels in THP mode "madvise" need). Measured on an AMD EPYC Zen 3 (family 25, model 1),
-# one thread: StarDist 4.8 -> 7.0 patches/s, 10.7 -> 1.1 million page faults, the same peak memory
-# (book/methods.md). A glibc without a tunable ignores it; other C libraries ignore the variable.
+# one thread: StarDist 4.7-5.2 -> 6.7-7.2 patches/s, 10.7 -> 1.1-1.9 million page faults, the same peak
+# memory (book/methods.md). A glibc without a tunable ignores it; other C libraries ignore the variable.
 MALLOC_TUNABLES = ":".join(
     f"glibc.malloc.{k}={v}"
     for k, v in {"hugetlb": 1, "mmap_threshold": 32 << 20, "trim_threshold": 1 << 30, "top_pad": 256 << 20}.items()
