@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from nucseg_lib.curves import COLUMNS, learning_curve, winner_by_budget
-from nucseg_lib.data.common import resize_labels
 from nucseg_lib.study import Study
 from nucseg_lib.training import TrainConfig, check_snapshot_steps, load_snapshot, snapshots, train
 
@@ -34,13 +33,6 @@ def test_snapshot_steps_must_fall_on_epoch_ends():
         check_snapshot_steps([100, 150], 100, 3)
     with pytest.raises(ValueError, match=r"\[400\]"):
         check_snapshot_steps([400], 100, 3)
-
-
-def test_resize_labels_nearest_keeps_ids():
-    small = np.array([[1, 2], [0, 3]])
-    big = resize_labels(small, (4, 4))
-    assert (big == np.kron(small, np.ones((2, 2), int))).all() and big.dtype == np.int32
-    assert (resize_labels(big, (2, 2)) == small).all()
 
 
 def test_winner_by_budget_known_answer():
@@ -83,6 +75,25 @@ def test_learning_curve_end_to_end_on_smoke_data(tmp_path):
     pd.testing.assert_frame_equal(curve, again)
     with pytest.raises(RuntimeError, match="no snapshots at steps"):
         learning_curve(long, "unet_dice_cc", [4])
+
+
+@pytest.mark.parametrize("method, tuner", [("unet_dice_cc", "tune_components"), ("unet_boundary", "tune_watershed")])
+def test_post_processing_is_tuned_on_the_validation_images_only(tmp_path, monkeypatch, method, tuner):
+    import nucseg_lib.instances as instances
+
+    study = Study("synthetic", "smoke", out_dir=tmp_path, experiment="curves").variant(epochs=1, steps_per_epoch=2)
+    seen = []
+    real = getattr(instances, tuner)
+
+    def spy(probs, truths, *args, **kw):
+        seen.append([t.copy() for t in truths])
+        return real(probs, truths, *args, **kw)
+
+    monkeypatch.setattr(instances, tuner, spy)
+    learning_curve(study, method, [2])
+    assert len(seen) == 1 and len(seen[0]) == len(study.val)
+    assert all(np.array_equal(a, s.labels) for a, s in zip(seen[0], study.val))
+    assert not {s.name for s in study.val} & {s.name for s in study.test}
 
 
 def test_leaders_say_undetermined_or_overlapping_instead_of_a_winner():

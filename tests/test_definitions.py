@@ -219,7 +219,9 @@ def test_erf_radius_holds_95_percent_of_the_mass():
 
 def test_labels_are_resized_by_nearest_neighbour_keeping_their_ids():
     labels = np.array([[1, 5], [5, 1]], np.int32)
-    assert set(np.unique(resize_labels(labels, (8, 8))).tolist()) == {1, 5}  # blending would make 2, 3, 4
+    up = resize_labels(labels, (8, 8))
+    assert set(np.unique(up).tolist()) == {1, 5} and up.dtype == np.int32  # blending would make 2, 3, 4
+    assert np.array_equal(up, np.kron(labels, np.ones((4, 4), np.int32)))
     big = np.kron(np.array([[0, 3], [7, 0]], np.int32), np.ones((8, 8), np.int32))
     assert np.array_equal(resize_labels(big, (2, 2)), [[0, 3], [7, 0]])
 
