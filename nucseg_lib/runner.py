@@ -156,13 +156,47 @@ def relative_paths(text: str) -> str:
     return re.sub(root + r"/[^\s\"'\\,)\]}]*", lambda m: notebook_path(m.group(0)), text)
 
 
+def final_stream_text(text: str) -> str:
+    """What a terminal shows of ``text`` at the end: each line's text after its last carriage return.
+
+    A progress bar redraws its line with ``\\r`` many times a second; kept as written, a training
+    cell's stderr holds hundreds of copies of the bar. Its last state (100%, the steps, the time and
+    the rate) is the part worth reading."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def collapse_streams(notebook_json: str) -> str:
+    """A notebook (JSON text) whose consecutive stream outputs of one kind (stdout, stderr) in a cell are
+    merged into one, with progress-bar redraws reduced to their final state (:func:`final_stream_text`)."""
+    import nbformat
+
+    nb = nbformat.reads(notebook_json, as_version=4)
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            same = merged and out.output_type == "stream" and merged[-1].output_type == "stream"
+            if same and merged[-1].name == out.name:
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.output_type == "stream":
+                out.text = final_stream_text(out.text)
+        if "outputs" in cell:
+            cell.outputs = merged
+    return nbformat.writes(nb) + ("\n" if notebook_json.endswith("\n") else "")
+
+
 def sanitize_published(folder: Path) -> int:
-    """Rewrite machine paths in a published folder's notebooks and JSON/CSV files; returns files changed."""
+    """Rewrite machine paths in a published folder's notebooks and JSON/CSV files, and reduce the
+    notebooks' progress bars to their final state; returns the number of files changed."""
     changed = 0
     for f in sorted(Path(folder).rglob("*")):
         if f.suffix in (".ipynb", ".json", ".csv", ".md") and f.is_file():
             text = f.read_text()
             new = relative_paths(text)
+            if f.suffix == ".ipynb":
+                new = collapse_streams(new)
             if new != text:
                 f.write_text(new)
                 changed += 1

@@ -128,6 +128,33 @@ def test_published_files_name_no_machine_paths():
     assert relative_paths(text) == 'out_dir = "../runs/x"; data_root: ../../shared/data/coelho2009, nb a.ipynb'
 
 
+def test_published_notebooks_keep_only_the_final_state_of_their_progress_bars():
+    import nbformat
+
+    from nucseg_lib.runner import REFERENCE, collapse_streams
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    bar = [f"\rtrain dice: {p:3d}%|{'#' * (p // 10):10s}| {p * 16}/1600" for p in (0, 50, 100)]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=bar[0]),
+        nbformat.v4.new_output("stream", name="stderr", text=bar[1]),
+        nbformat.v4.new_output("stream", name="stdout", text="epoch 1\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=bar[2] + "\n"),
+    ]
+    nb.cells.append(cell)
+    out = nbformat.reads(collapse_streams(nbformat.writes(nb)), as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in out] == [
+        ("stderr", "train dice:  50%|#####     | 800/1600"),  # a bar interrupted by stdout: its last state there
+        ("stdout", "epoch 1\n"),
+        ("stderr", "train dice: 100%|##########| 1600/1600\n"),
+    ]
+    # the published notebooks: no progress-bar redraws, and publishing them again changes nothing
+    for f in sorted(REFERENCE.rglob("*.ipynb")):
+        text = f.read_text()
+        assert "\\r" not in text and collapse_streams(text) == text, f"{f.relative_to(REPO)} keeps its redraws"
+
+
 def test_docstring_examples_of_the_public_metrics_and_instances_run():
     import doctest
 
