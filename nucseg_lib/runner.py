@@ -167,9 +167,17 @@ def final_stream_text(text: str) -> str:
 
 def collapse_streams(notebook_json: str) -> str:
     """A notebook (JSON text) whose consecutive stream outputs of one kind (stdout, stderr) in a cell are
-    merged into one, with progress-bar redraws reduced to their final state (:func:`final_stream_text`)."""
+    merged into one, with progress-bar redraws reduced to their final state (:func:`final_stream_text`).
+    Text that is not a notebook (no ``cells``) is returned as it is."""
+    import json
+
     import nbformat
 
+    try:
+        if not isinstance(json.loads(notebook_json).get("cells"), list):
+            return notebook_json
+    except (ValueError, AttributeError):
+        return notebook_json
     nb = nbformat.reads(notebook_json, as_version=4)
     for cell in nb.cells:
         merged = []
