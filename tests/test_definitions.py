@@ -33,7 +33,7 @@ def half_plane(edge: int, n: int = 64, axis: int = 1) -> np.ndarray:
 # --- boundary Dice (report, section III.4): Canny edges, each dilated with a 7x7 square ---
 
 
-def test_boundary_band_of_a_straight_edge_is_seven_pixels_around_the_edge():
+def test_boundary_band_of_a_straight_edge_is_the_edge_dilated_by_a_7x7_square():
     # a vertical step: Canny marks both of its pixels (columns 31 and 32); the 7x7 square adds 3 columns on
     # each side, so every row of the band is 8 pixels wide (columns 28-35)
     band = M.boundary_band(half_plane(32, axis=1))
