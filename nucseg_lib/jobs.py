@@ -13,6 +13,10 @@ resumes from what is complete and names a failed job with its log. The jobs are:
 - ``assemble``: join the fragments into ``results/summary.csv`` and the jobs' timings into
   ``results/run.json`` (the results contract of :mod:`nucseg_lib.study`).
 
+Each model, notebook and curve job first writes ``results/machines/<job>.json``: the CPU, GPU and
+precision it ran on. A run resumed on another machine, or spread over a cluster's nodes, then says
+which job ran where (``run.json``'s ``job_machines``), instead of naming only the assembling machine.
+
 Usage (what the Snakefile's rules run)::
 
     python -m nucseg_lib.jobs model --run R --params JSON unet_dice
@@ -211,6 +215,41 @@ def versions() -> dict:
     return out
 
 
+def job_name(job: str, names: list[str]) -> str:
+    """A job's name as its benchmark file has it: ``model-unet_dice``, ``03_transfer``, ``curve-stardist-2x-seed1``."""
+    if job == "notebook":
+        return names[0]
+    if job == "curve":
+        from .curves import run_name
+
+        return f"curve-{run_name(names[0], float(names[1]), int(names[2]))}"
+    return f"{job}-{names[0]}"
+
+
+def record_machine(run: Path, job: str) -> Path:
+    """Write ``results/machines/<job>.json``: the CPU, cores, GPU and U-Net precision this job runs with."""
+    from .machine import hardware
+
+    info = {k: v for k, v in hardware().items() if k in ("cpu", "cpu_bf16", "cores", "gpu", "precision")}
+    info["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(run) / "results" / "machines" / f"{job}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, out)
+    return out
+
+
+def machine_label(info: dict) -> str:
+    """``'<CPU>, <precision>'`` (with the GPU where one was used): what makes two jobs' timings comparable."""
+    return ", ".join(x for x in (info.get("cpu"), info.get("gpu"), info.get("precision")) if x)
+
+
+def job_machines(results: Path) -> dict:
+    """``{job: machine label}`` from ``results/machines/*.json`` (empty for runs made before they were recorded)."""
+    return {f.stem: machine_label(_read_record(f)) for f in sorted((Path(results) / "machines").glob("*.json"))}
+
+
 def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) -> dict:
     """Write ``results/summary.csv`` (fragments joined in notebook order) and ``results/run.json``.
 
@@ -248,6 +287,12 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     )
     record["assembled"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record.update({"hardware": hardware(), "versions": versions()})
+    # the machines the jobs ran on; where they differ (a resumed run, a cluster), hardware says so too
+    record["job_machines"] = job_machines(results)
+    labels = sorted(set(record["job_machines"].values()))
+    if len(labels) > 1:
+        record["hardware"]["cpu"] = "several machines: " + "; ".join(labels)
+        record["hardware"]["precision"] = "/".join(sorted({m.rsplit(", ", 1)[-1] for m in labels}))
     tmp = results / "run.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, results / "run.json")
@@ -309,6 +354,8 @@ def main(argv=None):
     params = json.loads(a.params)
     run = Path(a.run)
     try:
+        if a.job in ("model", "notebook", "curve"):
+            record_machine(run, job_name(a.job, a.name))
         if a.job == "model":
             train_shared_model(run, params, a.name[0])
         elif a.job == "notebook":

@@ -72,6 +72,9 @@ def test_runner_writes_the_contract(smoke_run):
     assert sorted(run["notebooks"]) == notebooks, "run.json must list every notebook of the study"
     assert all(v["status"] == "ok" for v in run["notebooks"].values())
     assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
+    # every model and notebook job said where it ran: here, one machine at one precision
+    assert set(notebooks) | {"model-unet_dice", "model-stardist"} <= set(run["job_machines"])
+    assert set(run["job_machines"].values()) == {f"{run['hardware']['cpu']}, {run['hardware']['precision']}"}
     # the workflow's jobs run with the study's malloc settings (a GLIBC_TUNABLES of the caller's own is kept)
     from nucseg_lib.machine import MALLOC_TUNABLES
 
@@ -148,6 +151,27 @@ def test_run_json_records_the_runs_own_training_overrides(tmp_path):
     assert budget["unet_lr"] == 1e-4 and budget["unet_epochs"] == 10 and budget["unet_steps"] == 200
     assert budget["unet_ema"] == 0.99
     assert budget["batch_size"] == 8  # None keeps the profile's
+
+
+def test_run_json_names_each_machine_when_the_jobs_ran_on_several(tmp_path):
+    """A run resumed on another CPU (or spread over a cluster) says which job ran where, not just one CPU."""
+    from nucseg_lib.jobs import assemble, job_name
+
+    machines = tmp_path / "results" / "machines"
+    machines.mkdir(parents=True)
+    assert job_name("curve", ["stardist", "2", "1"]) == "curve-stardist-2x-seed1"
+    assert (
+        job_name("model", ["unet_dice"]) == "model-unet_dice" and job_name("notebook", ["03_transfer"]) == "03_transfer"
+    )
+    (machines / "model-unet_dice.json").write_text(json.dumps({"cpu": "CPU A", "gpu": None, "precision": "fp32"}))
+    (machines / "03_transfer.json").write_text(json.dumps({"cpu": "CPU B", "gpu": None, "precision": "bf16"}))
+    params = {"dataset": "synthetic", "profile": "cpu"}
+    record = assemble(tmp_path, params, tmp_path / "benchmarks", [])
+    assert record["job_machines"] == {"03_transfer": "CPU B, bf16", "model-unet_dice": "CPU A, fp32"}
+    assert record["hardware"]["cpu"] == "several machines: CPU A, fp32; CPU B, bf16"
+    assert record["hardware"]["precision"] == "bf16/fp32"
+    (machines / "03_transfer.json").write_text(json.dumps({"cpu": "CPU A", "gpu": None, "precision": "fp32"}))
+    assert assemble(tmp_path, params, tmp_path / "benchmarks", [])["hardware"]["cpu"].startswith("several") is False
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
