@@ -138,6 +138,7 @@ PROFILES = {
         synthetic=dict(n_train=80, n_test=25, size=256),
         erf_images=32,
         lr=1e-3,
+        ema=0.995,  # the weight average: book/methods.md, "Weight average"
         curve_budgets=(200, 400, 800, 1600, 3000),
         curve_stardist_scales={"coelho2009": 2, "kromp2020": 1},
     ),
