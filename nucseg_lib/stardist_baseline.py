@@ -12,8 +12,14 @@ the same code as for the U-Net.
 A trained StarDist folder (``basedir/name``) holds StarDist's own files
 (``config.json``, ``weights_best.h5``, ``thresholds.json``) plus our
 ``train_config.json``, ``history.csv`` and ``epoch_seconds.csv`` (training seconds per
-epoch); ``DONE`` marks a finished run. An interrupted run resumes from ``weights_now.h5``
-for the remaining epochs. Learning curves ask for ``snapshots/step-NNNNNN.weights.h5``
+epoch); ``DONE`` marks a finished run. After each epoch, ``resume/`` keeps what an interrupted
+run needs to go on as if it had not stopped: the weights, Adam's moments and step count, the
+learning rate that the plateau schedule has reached, the schedule's state and the best
+validation loss so far (so ``weights_best.h5`` stays the best of all epochs, not of those after
+the restart). ``resume/state.json`` is written last and names that epoch's files, so a run
+killed while writing them resumes from the epoch before. Folders made before ``resume/``
+existed resume from StarDist's ``weights_now.h5``, with the schedule and best loss rebuilt
+from ``history.csv`` and a fresh optimizer. Learning curves ask for ``snapshots/step-NNNNNN.weights.h5``
 (weights after that many steps) with a ``.json`` beside it (training seconds so far).
 
 TensorFlow is configured before it is imported: log level 3 (fatal only)
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,17 +161,19 @@ def train_stardist(
     name: str = "stardist",
     verbose: int = 2,
     snapshot_steps=(),
+    stop_after_epoch: int | None = None,
 ):
     """Train (or resume, or load when finished) a StarDist2D model; returns the model.
 
     ``verbose`` is Keras' fit verbosity (2: one line per epoch, 1: a progress bar).
     ``snapshot_steps``: step counts (multiples of ``steps_per_epoch``) after which the
-    weights are kept in ``snapshots/`` (:func:`snapshots`).
+    weights are kept in ``snapshots/`` (:func:`snapshots`). ``stop_after_epoch`` stops
+    as an interruption would, after that many epochs in all, and returns None.
     """
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
 
-    from .training import TrainingDiverged, _read_json, _write_json_atomic, check_snapshot_steps
+    from .training import ModelFolderError, TrainingDiverged, _read_json, _write_json_atomic, check_snapshot_steps
 
     snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     folder = Path(basedir) / name
@@ -190,20 +199,33 @@ def train_stardist(
         train_steps_per_epoch=config.steps_per_epoch,
         train_learning_rate=config.lr,
         train_tensorboard=False,
+        train_checkpoint_epoch=None,  # the resume state (resume/) replaces StarDist's weights_now.h5
         use_gpu=False,
     )
-    resume = (folder / "weights_now.h5").exists() and (folder / "history.csv").exists()
+    state = _read_json(folder / RESUME / "state.json") if (folder / RESUME / "state.json").exists() else None
+    legacy = state is None and (folder / "weights_now.h5").exists() and (folder / "history.csv").exists()
     model = (
-        StarDist2D(sd_conf, name=name, basedir=str(basedir))
-        if not resume
-        else StarDist2D(None, name=name, basedir=str(basedir))
+        StarDist2D(None, name=name, basedir=str(basedir))
+        if state or legacy
+        else StarDist2D(sd_conf, name=name, basedir=str(basedir))
     )
     done_epochs = 0
-    if resume:
-        model.load_weights("weights_now.h5")
-        import pandas as pd
-
-        done_epochs = len(pd.read_csv(folder / "history.csv"))
+    if state:
+        done_epochs = int(state["epochs"])
+        model.load_weights(f"{RESUME}/{state['weights']}")
+        # rows of an epoch that ran after the last resume state are dropped: that epoch runs again
+        for table in ("history.csv", "epoch_seconds.csv"):
+            _keep_rows(folder / table, done_epochs)
+    elif legacy:
+        try:
+            model.load_weights("weights_now.h5")
+        except Exception as exc:
+            raise ModelFolderError(
+                f"{folder / 'weights_now.h5'}: cannot resume from it ({type(exc).__name__}: {exc}); "
+                f"delete {folder} to train afresh"
+            ) from exc
+        state = _state_from_history(folder / "history.csv")
+        done_epochs = state["epochs"]
     (folder / "train_config.json").write_text(
         json.dumps(
             {
@@ -219,7 +241,9 @@ def train_stardist(
 
     model.callbacks.append(CSVLogger(str(folder / "history.csv"), append=True))
     model.callbacks.append(TerminateOnNaN())
-    model.callbacks.append(_EpochRecorder(model, folder, done_epochs, config.steps_per_epoch, snapshot_steps))
+    model.callbacks.append(
+        _EpochRecorder(model, folder, done_epochs, config.steps_per_epoch, snapshot_steps, state, stop_after_epoch)
+    )
     # StarDist calls keras_model.fit with verbose=1 (a bar redrawn every step, pages of text in a
     # notebook); override it so that one line per epoch is printed
     fit = model.keras_model.fit
@@ -246,6 +270,8 @@ def train_stardist(
 
     seconds = _train_seconds(folder)
     hist = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else pd.DataFrame()
+    if stop_after_epoch is not None and len(hist) < config.epochs and np.isfinite(hist.get("loss", [0.0])).all():
+        return None
     bad = [i for i, v in enumerate(hist.get("loss", []), 1) if not np.isfinite(v)]
     if bad or len(hist) < config.epochs:
         record = {
@@ -258,7 +284,42 @@ def train_stardist(
         raise TrainingDiverged(folder, record)
     model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False}, optimize_kwargs={"tol": 1e-2})
     (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))
+    shutil.rmtree(folder / RESUME, ignore_errors=True)
     return model
+
+
+RESUME = "resume"  # subfolder of the per-epoch resume state
+
+
+def _keep_rows(table: Path, n: int) -> None:
+    """Keep the header and the first ``n`` rows of a CSV file (atomically)."""
+    if not table.exists():
+        return
+    lines = table.read_text().splitlines(keepends=True)
+    tmp = table.with_suffix(".tmp")
+    tmp.write_text("".join(lines[: n + 1]))
+    os.replace(tmp, table)
+
+
+def _finite_or_none(value):
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _state_from_history(history: Path) -> dict:
+    """The resume state of a folder made before ``resume/``: epochs done, best validation loss, the
+    plateau schedule's best and wait, and its learning rate, read back from ``history.csv``."""
+    import pandas as pd
+
+    hist = pd.read_csv(history)
+    val = hist["val_loss"].to_numpy(float) if "val_loss" in hist else np.array([])
+    best_at = int(np.nanargmin(val)) if np.isfinite(val).any() else None
+    best = _finite_or_none(val[best_at]) if best_at is not None else None
+    return {
+        "epochs": len(hist),
+        "best_val_loss": best,
+        "plateau": {"best": best, "wait": 0 if best_at is None else len(hist) - 1 - best_at, "cooldown_counter": 0},
+        "learning_rate": float(hist["learning_rate"].iloc[-1]) if "learning_rate" in hist and len(hist) else None,
+    }
 
 
 def _train_seconds(folder: Path) -> float:
@@ -271,12 +332,68 @@ def _epoch_recorder_class():
     import keras
 
     class EpochRecorder(keras.callbacks.Callback):
-        """Appends each epoch's seconds to ``epoch_seconds.csv`` and keeps the asked-for snapshots."""
+        """Appends each epoch's seconds to ``epoch_seconds.csv``, keeps the asked-for snapshots and the
+        resume state (``resume/``), and restores that state when a run resumes."""
 
-        def __init__(self, sd_model, folder: Path, done_epochs: int, steps_per_epoch: int, snapshot_steps):
+        def __init__(self, sd_model, folder, done_epochs, steps_per_epoch, snapshot_steps, state=None, stop_after=None):
             super().__init__()
             self.sd_model, self.folder, self.done, self.spe = sd_model, Path(folder), done_epochs, steps_per_epoch
             self.snapshot_steps = {int(n) for n in snapshot_steps}
+            self.state, self.stop_after = state, stop_after
+
+        def _callback(self, kind):
+            return next((c for c in self.sd_model.callbacks if isinstance(c, kind)), None)
+
+        def on_train_begin(self, logs=None):
+            """Put back the state of the interrupted run (after the other callbacks reset theirs)."""
+            if not self.state:
+                return
+            km = self.sd_model.keras_model
+            opt = km.optimizer
+            if self.state.get("optimizer"):
+                if not opt.built:
+                    opt.build(km.trainable_variables)
+                with np.load(self.folder / RESUME / self.state["optimizer"]) as saved:
+                    for i, var in enumerate(opt.variables):
+                        var.assign(saved[f"v{i}"])
+            elif self.state.get("learning_rate"):
+                opt.learning_rate.assign(self.state["learning_rate"])
+            best = self._callback(keras.callbacks.ModelCheckpoint)
+            if best is not None and self.state.get("best_val_loss") is not None:
+                best.best = self.state["best_val_loss"]
+            plateau = self._callback(keras.callbacks.ReduceLROnPlateau)
+            if plateau is not None:
+                for k, v in self.state["plateau"].items():
+                    setattr(plateau, k, v)
+
+        def _save_state(self, epochs: int):
+            """Weights and optimizer of this epoch under new names, then ``state.json`` naming them."""
+            from .training import _write_json_atomic
+
+            km, folder = self.sd_model.keras_model, self.folder / RESUME
+            folder.mkdir(exist_ok=True)
+            stem = f"epoch-{epochs:06d}"
+            km.save_weights(str(folder / stem) + ".weights.h5")
+            np.savez(
+                folder / f"{stem}.optimizer.npz", **{f"v{i}": v.numpy() for i, v in enumerate(km.optimizer.variables)}
+            )
+            best, plateau = (
+                self._callback(keras.callbacks.ModelCheckpoint),
+                self._callback(keras.callbacks.ReduceLROnPlateau),
+            )
+            state = {
+                "epochs": epochs,
+                "weights": f"{stem}.weights.h5",
+                "optimizer": f"{stem}.optimizer.npz",
+                "best_val_loss": _finite_or_none(getattr(best, "best", None)),
+                "plateau": {k: getattr(plateau, k) for k in ("wait", "cooldown_counter")} if plateau else {},
+            }
+            if plateau is not None:
+                state["plateau"]["best"] = _finite_or_none(plateau.best)
+            _write_json_atomic(state, folder / "state.json")
+            for old in folder.glob("epoch-*"):
+                if not old.name.startswith(stem + "."):
+                    old.unlink()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
@@ -303,6 +420,9 @@ def _epoch_recorder_class():
                     },
                     snap.with_suffix(".json"),
                 )
+            self._save_state(self.done + epoch + 1)
+            if self.stop_after is not None and self.done + epoch + 1 >= self.stop_after:
+                self.model.stop_training = True
 
     return EpochRecorder
 

@@ -52,3 +52,50 @@ def test_refuses_patches_larger_than_images(tmp_path, small_synthetic):
     tr = [s for s in small_synthetic if s.meta["split"] == "train"]
     with pytest.raises(ValueError, match="smaller than the patch size"):
         train_stardist(StarDistConfig(patch_size=128), tr[:2], tr[2:3], tmp_path)
+
+
+def test_an_interrupted_training_resumes_as_if_it_had_not_stopped(tmp_path, small_synthetic):
+    """After a stop at epoch 2 of 3 (and a kill that left a row of an unfinished epoch 3 behind), the run
+    goes on with Adam's step count, the best validation loss and the plateau schedule of epoch 2."""
+    import json
+
+    import pandas as pd
+
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = StarDistConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64, threads=1)
+    assert train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="r", verbose=0, stop_after_epoch=2) is None
+    folder = tmp_path / "r"
+    state_file = folder / "resume" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["epochs"] == 2 and sorted(p.name for p in (folder / "resume").iterdir()) == [
+        "epoch-000002.optimizer.npz",
+        "epoch-000002.weights.h5",
+        "state.json",
+    ]
+    assert not (folder / "weights_now.h5").exists()
+    # a best loss no epoch can beat: if the restart forgot it, epoch 3 would become the "best" weights
+    state["best_val_loss"], state["plateau"]["best"], state["plateau"]["wait"] = -1.0, -1.0, 7
+    state_file.write_text(json.dumps(state))
+    for table in ("history.csv", "epoch_seconds.csv"):  # the row of an epoch killed before its state was kept
+        lines = (folder / table).read_text().splitlines()
+        (folder / table).write_text("\n".join(lines + [lines[-1]]) + "\n")
+    best_mtime = (folder / "weights_best.h5").stat().st_mtime_ns
+    model = train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="r", verbose=0)
+    assert len(pd.read_csv(folder / "history.csv")) == 3 and len(pd.read_csv(folder / "epoch_seconds.csv")) == 3
+    assert int(model.keras_model.optimizer.iterations) == 3 * 2  # a fresh optimizer would count 2
+    checkpoint = next(c for c in model.callbacks if type(c).__name__ == "ModelCheckpoint")
+    plateau = next(c for c in model.callbacks if type(c).__name__ == "ReduceLROnPlateau")
+    assert checkpoint.best == -1.0 and (folder / "weights_best.h5").stat().st_mtime_ns == best_mtime
+    assert plateau.wait == 8  # 7 carried over, plus epoch 3 that did not improve on the best
+    assert (folder / "DONE").exists() and not (folder / "resume").exists()
+
+
+def test_a_folder_from_before_the_resume_state_resumes_from_its_history(tmp_path):
+    from nucseg_lib.stardist_baseline import _state_from_history
+
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,learning_rate,val_loss\n0,2,3e-4,1.5\n1,1,3e-4,1.2\n2,1,1.5e-4,1.3\n"
+    )
+    state = _state_from_history(tmp_path / "history.csv")
+    assert state["epochs"] == 3 and state["best_val_loss"] == 1.2 and state["learning_rate"] == 1.5e-4
+    assert state["plateau"] == {"best": 1.2, "wait": 1, "cooldown_counter": 0}
