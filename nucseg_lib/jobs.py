@@ -250,6 +250,20 @@ def job_machines(results: Path) -> dict:
     return {f.stem: machine_label(_read_record(f)) for f in sorted((Path(results) / "machines").glob("*.json"))}
 
 
+def recorded_precision(runs) -> str | None:
+    """The precision that the CPU jobs already recorded in these run folders ran at (``results/machines/``),
+    so that a run resumed on another CPU goes on at the precision it began with: the precision is part of
+    a model's cache key, and a notebook that found the others' models under another key would train its own.
+    None when no CPU job ran yet, or when the records already disagree."""
+    found = set()
+    for run in runs:
+        for f in sorted((Path(run) / "results" / "machines").glob("*.json")):
+            info = _read_record(f)
+            if not info.get("gpu") and info.get("precision"):
+                found.add(info["precision"])
+    return found.pop() if len(found) == 1 else None
+
+
 def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) -> dict:
     """Write ``results/summary.csv`` (fragments joined in notebook order) and ``results/run.json``.
 

@@ -348,3 +348,25 @@ def test_workflow_prints_the_cause_of_a_failed_notebook(tmp_path):
     assert "cause: DataError" in r.stdout and "no-such-coelho" in r.stdout
     assert (tmp_path / "run" / "notebooks" / "01_data.failed.ipynb").exists()
     assert not (tmp_path / "run" / "notebooks" / "01_data.ipynb").exists()
+
+
+def test_a_resumed_run_keeps_the_precision_it_began_with(tmp_path, monkeypatch):
+    """A run begun in bf16 (say) and resumed on a CPU where 'auto' picks fp32 goes on in bf16: its models'
+    cache keys hold the precision, and notebooks would otherwise retrain the models the run already has."""
+    import json
+
+    from nucseg_lib.jobs import recorded_precision
+    from tests.conftest import snakemake
+
+    out = tmp_path / "run"
+    machines = out / "results" / "machines"
+    machines.mkdir(parents=True)
+    assert recorded_precision([out]) is None  # nothing ran yet: the workflow decides as usual
+    (machines / "model-unet_dice.json").write_text(json.dumps({"cpu": "X", "gpu": None, "precision": "bf16"}))
+    (machines / "02_baseline.json").write_text(json.dumps({"cpu": "G", "gpu": "H200", "precision": "fp32"}))
+    assert recorded_precision([out, tmp_path / "run-seed1"]) == "bf16"  # a GPU job's precision is its own
+    monkeypatch.delenv("NUCSEG_PRECISION", raising=False)
+    dry = snakemake(tmp_path, "profile=smoke", f"out={out}", args=["-n"])
+    assert "the run's finished jobs ran at bf16" in dry.stdout
+    (machines / "03_transfer.json").write_text(json.dumps({"cpu": "Y", "gpu": None, "precision": "fp32"}))
+    assert recorded_precision([out]) is None  # already mixed: no precision to keep
