@@ -357,7 +357,7 @@ def _epoch_recorder_class():
                     for i, var in enumerate(opt.variables):
                         var.assign(saved[f"v{i}"])
             elif self.state.get("learning_rate"):
-                opt.learning_rate.assign(self.state["learning_rate"])
+                opt.learning_rate = self.state["learning_rate"]
             best = self._callback(keras.callbacks.ModelCheckpoint)
             if best is not None and self.state.get("best_val_loss") is not None:
                 best.best = self.state["best_val_loss"]

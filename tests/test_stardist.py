@@ -90,8 +90,40 @@ def test_an_interrupted_training_resumes_as_if_it_had_not_stopped(tmp_path, smal
     assert (folder / "DONE").exists() and not (folder / "resume").exists()
 
 
-def test_a_folder_from_before_the_resume_state_resumes_from_its_history(tmp_path):
+def test_a_folder_from_before_the_resume_state_resumes_from_its_history(tmp_path, small_synthetic):
+    """Folders that StarDist's own weights_now.h5 checkpointed (before resume/) resume from it, at the
+    learning rate and with the best loss of their history.csv."""
+    import shutil
+
+    import pandas as pd
+
     from nucseg_lib.stardist_baseline import _state_from_history
+
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = StarDistConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64, threads=1)
+    assert train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="old", verbose=0, stop_after_epoch=2) is None
+    folder = tmp_path / "old"
+    from stardist.models import StarDist2D
+
+    old = StarDist2D(None, name="old", basedir=str(tmp_path))  # StarDist's own epoch checkpoint, legacy HDF5
+    old.load_weights("resume/epoch-000002.weights.h5")
+    old.keras_model.save_weights(str(folder / "weights_now.h5"))
+    shutil.rmtree(folder / "resume")
+    hist = pd.read_csv(folder / "history.csv")
+    hist["learning_rate"] = [3e-4, 1e-4]  # as if the plateau schedule had halved the rate (and more)
+    hist.to_csv(folder / "history.csv", index=False)
+    model = train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="old", verbose=0)
+    hist = pd.read_csv(folder / "history.csv")
+    assert len(hist) == 3 and hist["learning_rate"].iloc[-1] == pytest.approx(1e-4)
+    checkpoint = next(c for c in model.callbacks if type(c).__name__ == "ModelCheckpoint")
+    assert checkpoint.best == pytest.approx(hist["val_loss"].min())
+    (folder / "weights_now.h5").write_bytes(b"not hdf5")  # a file cut short by a kill: a clear error
+    (folder / "DONE").unlink()
+    shutil.rmtree(folder / "resume", ignore_errors=True)
+    from nucseg_lib.training import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="weights_now.h5: cannot resume from it"):
+        train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="old", verbose=0)
 
     (tmp_path / "history.csv").write_text(
         "epoch,loss,learning_rate,val_loss\n0,2,3e-4,1.5\n1,1,3e-4,1.2\n2,1,1.5e-4,1.3\n"
