@@ -239,6 +239,16 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
         f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
         f"- finished {run.get('assembled') or run.get('end', '?')}; its jobs (notebooks, shared models, "
         f"learning-curve runs) took {run.get('duration_s', float('nan')) / 60:.1f} minutes in all",
+        *(
+            [
+                "- resumed after an interruption (their seconds count the last attempt only): "
+                + ", ".join(
+                    f"{job} ({n} unfinished attempt{'s' * (n > 1)})" for job, n in run["interrupted_jobs"].items()
+                )
+            ]
+            if run.get("interrupted_jobs")
+            else []
+        ),
         *_budget_lines(run),
         f"- hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, GPU: {hw.get('gpu') or 'none'}",
         *(

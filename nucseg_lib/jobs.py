@@ -227,17 +227,37 @@ def job_name(job: str, names: list[str]) -> str:
 
 
 def record_machine(run: Path, job: str) -> Path:
-    """Write ``results/machines/<job>.json``: the CPU, cores, GPU and U-Net precision this job runs with."""
+    """Write ``results/machines/<job>.json``: the CPU, cores, GPU and U-Net precision this job runs with.
+
+    ``interrupted`` lists the start times of earlier attempts of the job that never finished (killed,
+    or failed): Snakemake's timing of a resumed job covers its last attempt only.
+    """
     from .machine import hardware
 
+    out = Path(run) / "results" / "machines" / f"{job}.json"
+    before = _read_record(out) if out.exists() else {}
     info = {k: v for k, v in hardware().items() if k in ("cpu", "cpu_bf16", "cores", "gpu", "precision")}
     info["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info["interrupted"] = (
+        before.get("interrupted", []) + [before["started"]] if before and not before.get("finished") else []
+    )
+    _write_record(info, out)
+    return out
+
+
+def record_finished(run: Path, job: str) -> None:
+    """Mark the job's machine record finished (a later start is then a re-run, not a resume)."""
     out = Path(run) / "results" / "machines" / f"{job}.json"
+    info = _read_record(out)
+    info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_record(info, out)
+
+
+def _write_record(info: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, out)
-    return out
 
 
 def machine_label(info: dict) -> str:
@@ -245,9 +265,12 @@ def machine_label(info: dict) -> str:
     return ", ".join(x for x in (info.get("cpu"), info.get("gpu"), info.get("precision")) if x)
 
 
-def job_machines(results: Path) -> dict:
-    """``{job: machine label}`` from ``results/machines/*.json`` (empty for runs made before they were recorded)."""
-    return {f.stem: machine_label(_read_record(f)) for f in sorted((Path(results) / "machines").glob("*.json"))}
+def job_machines(results: Path) -> tuple[dict, dict]:
+    """``{job: machine label}`` and ``{job: attempts that did not finish}`` (jobs resumed after an
+    interruption only) from ``results/machines/*.json``; empty for runs made before they were recorded."""
+    records = {f.stem: _read_record(f) for f in sorted((Path(results) / "machines").glob("*.json"))}
+    machines = {job: machine_label(info) for job, info in records.items()}
+    return machines, {job: len(info["interrupted"]) for job, info in records.items() if info.get("interrupted")}
 
 
 def recorded_precision(runs) -> str | None:
@@ -302,7 +325,8 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     record["assembled"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record.update({"hardware": hardware(), "versions": versions()})
     # the machines the jobs ran on; where they differ (a resumed run, a cluster), hardware says so too
-    record["job_machines"] = job_machines(results)
+    # jobs resumed after an interruption: their seconds above count their last attempt only
+    record["job_machines"], record["interrupted_jobs"] = job_machines(results)
     labels = sorted(set(record["job_machines"].values()))
     if len(labels) > 1:
         record["hardware"]["cpu"] = "several machines: " + "; ".join(labels)
@@ -368,14 +392,16 @@ def main(argv=None):
     params = json.loads(a.params)
     run = Path(a.run)
     try:
-        if a.job in ("model", "notebook", "curve"):
-            record_machine(run, job_name(a.job, a.name))
-        if a.job == "model":
-            train_shared_model(run, params, a.name[0])
-        elif a.job == "notebook":
-            execute_notebook(run, params, a.name[0])
-        elif a.job == "curve":
-            curve_run(run, params, a.name[0], float(a.name[1]), int(a.name[2]))
+        if a.job in ("model", "notebook", "curve"):  # the jobs that compute: each records where it ran
+            job = job_name(a.job, a.name)
+            record_machine(run, job)
+            if a.job == "model":
+                train_shared_model(run, params, a.name[0])
+            elif a.job == "notebook":
+                execute_notebook(run, params, a.name[0])
+            else:
+                curve_run(run, params, a.name[0], float(a.name[1]), int(a.name[2]))
+            record_finished(run, job)
         elif a.job == "assemble":
             names = a.name or [n for n in NOTEBOOKS if (run / "notebooks" / f"{n}.ipynb").exists()]
             assemble(run, params, Path(a.benchmarks), names)

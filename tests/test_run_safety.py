@@ -276,6 +276,8 @@ def test_a_killed_run_resumes_without_re_executing_finished_notebooks(tmp_path):
     }
     record = json.loads((out / "results" / "run.json").read_text())
     assert set(record["notebooks"]) == {"01_data", "02_baseline", "03_transfer"}
+    # the notebook that was running when the run was killed is recorded as resumed
+    assert record["interrupted_jobs"] == {running[0].name.replace(".partial.ipynb", ""): 1}
 
 
 def test_a_run_folder_never_mixes_two_seeds(tmp_path):

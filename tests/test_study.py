@@ -75,6 +75,7 @@ def test_runner_writes_the_contract(smoke_run):
     # every model and notebook job said where it ran: here, one machine at one precision
     assert set(notebooks) | {"model-unet_dice", "model-stardist"} <= set(run["job_machines"])
     assert set(run["job_machines"].values()) == {f"{run['hardware']['cpu']}, {run['hardware']['precision']}"}
+    assert run["interrupted_jobs"] == {}  # nothing was killed
     # the workflow's jobs run with the study's malloc settings (a GLIBC_TUNABLES of the caller's own is kept)
     from nucseg_lib.machine import MALLOC_TUNABLES
 
@@ -172,6 +173,28 @@ def test_run_json_names_each_machine_when_the_jobs_ran_on_several(tmp_path):
     assert record["hardware"]["precision"] == "bf16/fp32"
     (machines / "03_transfer.json").write_text(json.dumps({"cpu": "CPU A", "gpu": None, "precision": "fp32"}))
     assert assemble(tmp_path, params, tmp_path / "benchmarks", [])["hardware"]["cpu"].startswith("several") is False
+
+
+def test_a_job_that_never_finished_is_recorded_as_interrupted(tmp_path):
+    """A start after a start without a finish is a resume; a start after a finish is a re-run."""
+    from nucseg_lib.book import write_results_page
+    from nucseg_lib.jobs import assemble, record_finished, record_machine
+
+    record_machine(tmp_path, "03_transfer")  # killed: never finished
+    first = json.loads((tmp_path / "results" / "machines" / "03_transfer.json").read_text())["started"]
+    record_machine(tmp_path, "03_transfer")
+    record_finished(tmp_path, "03_transfer")
+    record_machine(tmp_path, "02_baseline")
+    record_finished(tmp_path, "02_baseline")
+    record_machine(tmp_path, "02_baseline")  # re-run with new parameters after it had finished
+    info = json.loads((tmp_path / "results" / "machines" / "03_transfer.json").read_text())
+    assert info["interrupted"] == [first] and info["finished"]
+    record = assemble(tmp_path, {"dataset": "synthetic", "profile": "smoke"}, tmp_path / "benchmarks", [])
+    assert record["interrupted_jobs"] == {"03_transfer": 1}
+    page = write_results_page(tmp_path / "results", tmp_path / "results.md").read_text()
+    assert (
+        "resumed after an interruption (their seconds count the last attempt only): 03_transfer (1 unfinished" in page
+    )
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
