@@ -233,31 +233,31 @@ def record_machine(run: Path, job: str) -> Path:
     or failed): Snakemake's timing of a resumed job covers its last attempt only.
     """
     from .machine import hardware
+    from .training import _write_json_atomic
 
     out = Path(run) / "results" / "machines" / f"{job}.json"
-    before = _read_record(out) if out.exists() else {}
+    before = _read_record(out)
     info = {k: v for k, v in hardware().items() if k in ("cpu", "cpu_bf16", "cores", "gpu", "precision")}
     info["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info["interrupted"] = (
         before.get("interrupted", []) + [before["started"]] if before and not before.get("finished") else []
     )
-    _write_record(info, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(info, out)
     return out
 
 
 def record_finished(run: Path, job: str) -> None:
     """Mark the job's machine record finished (a later start is then a re-run, not a resume)."""
+    from .training import _write_json_atomic
+
     out = Path(run) / "results" / "machines" / f"{job}.json"
-    info = _read_record(out)
-    info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _write_record(info, out)
+    _write_json_atomic({**_read_record(out), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}, out)
 
 
-def _write_record(info: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, out)
+def machine_records(run: Path) -> dict:
+    """``{job: record}`` from ``<run>/results/machines/*.json`` (empty for runs made before they were recorded)."""
+    return {f.stem: _read_record(f) for f in sorted((Path(run) / "results" / "machines").glob("*.json"))}
 
 
 def machine_label(info: dict) -> str:
@@ -265,25 +265,17 @@ def machine_label(info: dict) -> str:
     return ", ".join(x for x in (info.get("cpu"), info.get("gpu"), info.get("precision")) if x)
 
 
-def job_machines(results: Path) -> tuple[dict, dict]:
-    """``{job: machine label}`` and ``{job: attempts that did not finish}`` (jobs resumed after an
-    interruption only) from ``results/machines/*.json``; empty for runs made before they were recorded."""
-    records = {f.stem: _read_record(f) for f in sorted((Path(results) / "machines").glob("*.json"))}
-    machines = {job: machine_label(info) for job, info in records.items()}
-    return machines, {job: len(info["interrupted"]) for job, info in records.items() if info.get("interrupted")}
-
-
 def recorded_precision(runs) -> str | None:
     """The precision that the CPU jobs already recorded in these run folders ran at (``results/machines/``),
     so that a run resumed on another CPU goes on at the precision it began with: the precision is part of
     a model's cache key, and a notebook that found the others' models under another key would train its own.
     None when no CPU job ran yet, or when the records already disagree."""
-    found = set()
-    for run in runs:
-        for f in sorted((Path(run) / "results" / "machines").glob("*.json")):
-            info = _read_record(f)
-            if not info.get("gpu") and info.get("precision"):
-                found.add(info["precision"])
+    found = {
+        info["precision"]
+        for run in runs
+        for info in machine_records(run).values()
+        if not info.get("gpu") and info.get("precision")
+    }
     return found.pop() if len(found) == 1 else None
 
 
@@ -325,12 +317,16 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     record["assembled"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record.update({"hardware": hardware(), "versions": versions()})
     # the machines the jobs ran on; where they differ (a resumed run, a cluster), hardware says so too
+    machines = machine_records(run)
+    record["job_machines"] = {job: machine_label(info) for job, info in machines.items()}
     # jobs resumed after an interruption: their seconds above count their last attempt only
-    record["job_machines"], record["interrupted_jobs"] = job_machines(results)
+    record["interrupted_jobs"] = {
+        job: len(info["interrupted"]) for job, info in machines.items() if info.get("interrupted")
+    }
     labels = sorted(set(record["job_machines"].values()))
     if len(labels) > 1:
         record["hardware"]["cpu"] = "several machines: " + "; ".join(labels)
-        record["hardware"]["precision"] = "/".join(sorted({m.rsplit(", ", 1)[-1] for m in labels}))
+        record["hardware"]["precision"] = "/".join(sorted({str(info.get("precision")) for info in machines.values()}))
     tmp = results / "run.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp, results / "run.json")
