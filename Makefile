@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data/coelho2009
 
-.PHONY: book test venv reference reference-book curves clean
+.PHONY: book test test-fast bench venv reference reference-book curves clean
 
 venv: $(VENV)/.installed
 
@@ -23,8 +23,18 @@ SNAKEMAKE = $(VENV)/bin/snakemake -s workflow/Snakefile --cores $(CORES) --rerun
 book: venv
 	$(SNAKEMAKE) --config profile=quick out=runs/synthetic-quick
 
+# the whole suite (what CI runs), with its 20 slowest tests listed at the end
 test: venv
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider --durations=20
+
+# the developer's loop: unit and definition tests, no training beyond seconds, no workflow, browser or SLURM
+test-fast: venv
+	$(PY) -m pytest tests -p no:cacheprovider -m "not slow and not browser and not slurm" --durations=10
+
+# speed on this machine: U-Net training step and inference s/MP at the precision chosen here, StarDist patches/s
+bench: venv
+	$(PY) benchmarks/bench_unet.py --batch 8 --patch 128 --steps 5
+	$(PY) benchmarks/bench_stardist.py --dataset synthetic --scale 1 --steps 20 --images 16
 
 # training seeds of notebook 08's replicates (sibling folders runs/coelho2009-cpu-seed<N>)
 REPLICATES ?= 1
@@ -59,4 +69,5 @@ reference-book: venv
 	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
 
 clean:
-	rm -rf runs _build .snakemake
+	find runs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf _build .snakemake

@@ -57,8 +57,9 @@ def main():
     ap.add_argument("--scale", type=float, default=None, help="image downscaling factor (default: the profile's)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/compare-<setting>)")
     a = ap.parse_args()
-    from nucseg_lib.curves import METHODS, evaluate_snapshot, learning_curve, plan, run_variant
+    from nucseg_lib.curves import evaluate_snapshot, learning_curve, plan, run_variant
     from nucseg_lib.machine import cpu_bf16_features, cpu_name
+    from nucseg_lib.methods import METHODS
     from nucseg_lib.study import Study, training_budget
 
     kind, default = SETTINGS[a.setting]
@@ -76,7 +77,7 @@ def main():
                 rows.append(learning_curve(variant, a.method, p["budgets"]).assign(**{a.setting: value}))
                 continue
             variant = study.variant(seed=seed, **{a.setting: value})
-            model, history, folder = variant.unet(METHODS[a.method])
+            model, history, folder = variant.unet(METHODS[a.method].loss)
             final = pd.Series(
                 {
                     "steps": training_budget(variant.profile)["unet_steps"],

@@ -29,8 +29,8 @@ import torch
 from . import model as model_module
 from .data import synthetic
 from .data.common import normalize_percentile
+from .model_folder import model_with_weights
 from .predict import read_settings
-from .training import _model_with_weights
 
 CLASS_NAMES = {1: ["foreground"], 3: ["background", "interior", "boundary"]}
 
@@ -59,7 +59,7 @@ def export_bioimageio(folder, out, test_image: np.ndarray | None = None) -> Path
     settings = read_settings(folder)
     if settings["method"] not in ("unet_boundary", "unet_dice_cc"):
         raise ValueError(f"{folder}: only U-Net models can be packaged for bioimage.io, not {settings['method']!r}")
-    net, config = _model_with_weights(folder, folder / "weights.pt", torch.device("cpu"))
+    net, config = model_with_weights(folder, folder / "weights.pt", torch.device("cpu"))
     kwargs = {
         "in_channels": 1,
         "out_channels": int(config["out_channels"]),

@@ -18,7 +18,7 @@ def _read_run(results_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _fmt(v, lo, hi):
+def format_ci(v, lo, hi):
     if pd.isna(v):
         return "n/a"
     if pd.isna(lo):
@@ -62,7 +62,7 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
             {
                 "claim": claim + ("" if method is not None else f" ({r.method})"),
                 "paper": "" if paper is None else f"{paper:.3f}",
-                "ours [95% CI]": _fmt(r.value, r.ci_low, r.ci_high),
+                "ours [95% CI]": format_ci(r.value, r.ci_low, r.ci_high),
                 "n images": int(r.n_images),
                 "verdict": verdict(r.value, r.ci_low, r.ci_high, paper, how),
             }
@@ -104,8 +104,8 @@ def beyond_lines(summary: pd.DataFrame) -> list[str]:
         "F1 at IoU 0.5, and has at most half the merged nuclei of the Dice-loss U-Net with connected "
         "components (`unet_dice_cc`).",
         "",
-        f"- F1 at IoU 0.5: `unet_boundary` {_fmt(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
-        f"{_fmt(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
+        f"- F1 at IoU 0.5: `unet_boundary` {format_ci(f1_b.value, f1_b.ci_low, f1_b.ci_high)}, `stardist` "
+        f"{format_ci(f1_s.value, f1_s.ci_low, f1_s.ci_high)}: "
         + f"**{f1_target(f1_b.value, f1_s.value)}** (point estimates)",
     ]
     if diff is not None:
@@ -300,7 +300,7 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(_read_run(curves.parent)))
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
-        show["value [95% CI]"] = [_fmt(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]
+        show["value [95% CI]"] = [format_ci(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]
         show = show[["experiment", "method", "metric", "value [95% CI]", "n_images"]]
         lines.append(_md_table(show))
     target.parent.mkdir(parents=True, exist_ok=True)

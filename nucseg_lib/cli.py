@@ -7,8 +7,14 @@
 For each input ``NAME.tif``/``.png`` it writes ``OUT/NAME_labels.tif`` (instance labels,
 uint16, or uint32 beyond 65535 nuclei), ``OUT/NAME_overlay.png`` (outlines on the image)
 and ``OUT/NAME_nuclei.csv`` (one row per nucleus). Inputs whose three outputs exist are
-skipped unless ``--overwrite``. A file that fails is reported by name and the others still
-run; the exit status is 1 when any failed, 2 on a usage error.
+skipped unless ``--overwrite``.
+
+Your files are safe: an output is never written over a file that nucseg did not write
+(the outputs carry a mark: the TIFF and PNG "Software" tag ``nucseg predict``, the CSV's
+header), nor over one of the inputs, even with ``--overwrite``; folders and patterns skip
+nucseg's own outputs, so segmenting a folder into itself (``-o D D``) twice segments the
+same images. A file that fails is reported by name and the others still run; the exit status
+is 1 when any failed, 2 on a usage error (no such input, ``-o`` naming a file, ...).
 """
 
 from __future__ import annotations
@@ -22,32 +28,64 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "unet_boundary-coelho2009"
 SUFFIXES = (".tif", ".tiff", ".png")
+SOFTWARE = "nucseg predict"  # the TIFF/PNG Software tag of every image this command writes
+TABLE_HEADER = "label,area_px"  # how the nucleus tables this command writes begin
+
+
+class UsageError(Exception):
+    """The command line cannot run (exit status 2); the message says what to change."""
+
+
+def is_our_output(path: Path) -> bool:
+    """Whether ``path`` is a file this command wrote (its mark: see the module docstring)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tif.pages[0].software == SOFTWARE
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.info.get("Software") == SOFTWARE
+        if path.suffix.lower() == ".csv":
+            with open(path) as fh:
+                return fh.readline().startswith(TABLE_HEADER)
+    except Exception:  # noqa: BLE001 (an unreadable file is not ours; it is left alone)
+        return False
+    return False
 
 
 def expand_inputs(items) -> list[Path]:
-    """Files from files, folders (their .tif/.tiff/.png files) and glob patterns; errors name the item."""
+    """Files from files, folders (their .tif/.tiff/.png files) and glob patterns; UsageError naming the item.
+
+    Folders and patterns leave out this command's own outputs; a file named on its own is always an input."""
     out = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
             if not found:
-                raise SystemExit(f"error: {p}: no {'/'.join(SUFFIXES)} files in this folder")
-            out += found
+                raise UsageError(f"{p}: no {'/'.join(SUFFIXES)} files in this folder")
+            out += [f for f in found if not is_our_output(f)]
         elif p.is_file():
             out.append(p)
         elif any(c in item for c in "*?["):
             found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
             if not found:
-                raise SystemExit(f"error: {item}: no file matches this pattern")
-            out += found
+                raise UsageError(f"{item}: no file matches this pattern")
+            out += [f for f in found if not is_our_output(f)]
         else:
-            raise SystemExit(f"error: {item}: no such file or folder")
+            raise UsageError(f"{item}: no such file or folder")
+    if not out:
+        raise UsageError(f"{' '.join(map(str, items))}: only nucseg predict's own outputs, no image to segment")
     stems = {}
     for f in out:
         if f.stem in stems and stems[f.stem] != f:
-            raise SystemExit(
-                f"error: {stems[f.stem]} and {f} would write the same outputs ({f.stem}_*); "
+            raise UsageError(
+                f"{stems[f.stem]} and {f} would write the same outputs ({f.stem}_*); "
                 f"segment them into different --out folders"
             )
         stems[f.stem] = f
@@ -62,6 +100,17 @@ def outputs(out: Path, stem: str) -> dict[str, Path]:
     }
 
 
+def blocked_outputs(files: dict[str, Path], inputs: set[Path]) -> list[str]:
+    """Why some of ``files`` may not be written: an input of this run, or a file nucseg did not write."""
+    why = []
+    for f in files.values():
+        if f.resolve() in inputs:
+            why.append(f"{f} is one of the inputs")
+        elif f.exists() and not is_our_output(f):
+            why.append(f"{f} exists and was not written by nucseg predict")
+    return why
+
+
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     write(tmp)
@@ -73,6 +122,7 @@ def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_
     import numpy as np
     import tifffile
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     from .data.common import read_image
     from .predict import nucleus_table, outline_overlay
@@ -81,8 +131,15 @@ def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_
     labels, info = segmenter.segment(image, pixel_size=pixel_size, nucleus_diameter=nucleus_diameter)
     files = outputs(out, path.stem)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
-    _write_atomic(files["labels"], lambda t: tifffile.imwrite(t, labels.astype(dtype), compression="zlib"))
-    _write_atomic(files["overlay"], lambda t: Image.fromarray(outline_overlay(image, labels)).save(t, format="PNG"))
+    png_info = PngInfo()
+    png_info.add_text("Software", SOFTWARE)
+    _write_atomic(
+        files["labels"], lambda t: tifffile.imwrite(t, labels.astype(dtype), compression="zlib", software=SOFTWARE)
+    )
+    _write_atomic(
+        files["overlay"],
+        lambda t: Image.fromarray(outline_overlay(image, labels)).save(t, format="PNG", pnginfo=png_info),
+    )
     _write_atomic(files["table"], lambda t: nucleus_table(labels, image, pixel_size).to_csv(t, index=False))
     return {**info, "nuclei": int(labels.max())}
 
@@ -94,15 +151,25 @@ def predict_main(a) -> int:
 
     files = expand_inputs(a.inputs)
     out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: is a file; -o names the folder the outputs go to")
     out.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in files if a.overwrite or not all(p.exists() for p in outputs(out, f.stem).values())]
-    if len(todo) < len(files):
-        print(
-            f"skipping {len(files) - len(todo)} of {len(files)} images whose outputs exist in {out} "
-            f"(--overwrite to redo them)"
-        )
+    inputs = {f.resolve() for f in files}
+    todo, refused = [], []
+    for f in files:
+        files_out = outputs(out, f.stem)
+        blocked = blocked_outputs(files_out, inputs)
+        if blocked:
+            refused.append((f, "; ".join(blocked) + " (not overwritten; choose another -o)"))
+        elif a.overwrite or not all(p.exists() for p in files_out.values()):
+            todo.append(f)
+    skipped = len(files) - len(todo) - len(refused)
+    if skipped:
+        print(f"skipping {skipped} of {len(files)} images whose outputs exist in {out} (--overwrite to redo them)")
+    for f, why in refused:
+        print(f"REFUSED {f}: {why}", file=sys.stderr)
     if not todo:
-        return 0
+        return 1 if refused else 0
     try:
         segmenter = Segmenter(a.model)
     except ModelError as exc:
@@ -111,7 +178,7 @@ def predict_main(a) -> int:
     print(
         f"model: {a.model} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
         + (f" at {segmenter.pixel_size:g} um/px" if segmenter.pixel_size else "")
-        + ")"
+        + f"; predicting in {segmenter.precision})"
     )
     failed = []
     for f in tqdm(todo, desc="segmenting", unit="image", disable=not sys.stderr.isatty() and not a.progress):
@@ -125,6 +192,7 @@ def predict_main(a) -> int:
             failed.append((f, f"{type(exc).__name__}: {exc}"))
             tqdm.write(f"FAILED {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
     print(f"{len(todo) - len(failed)} of {len(todo)} images segmented into {out}")
+    failed += refused
     if failed:
         print(f"{len(failed)} failed:\n" + "\n".join(f"  {f}: {why}" for f, why in failed), file=sys.stderr)
         return 1
@@ -161,7 +229,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.pixel_size is not None and a.nucleus_diameter is not None:
         ap.error("give --pixel-size or --nucleus-diameter, not both")
-    return predict_main(a)
+    try:
+        return predict_main(a)
+    except UsageError as exc:
+        p.print_usage(sys.stderr)
+        print(f"nucseg predict: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,11 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METHODS = {  # method -> loss of its U-Net (None: StarDist)
-    "unet_boundary": "boundary_ce:3",
-    "unet_dice_cc": "dice",
-    "stardist": None,
-}
+from .methods import METHODS, get_method
+
 SCORES = ["f1@0.5", "f1@0.7", "ap@0.5:0.95"]
 COLUMNS = (
     ["method", "scale", "seed", "steps", "train_seconds", "precision"]
@@ -91,23 +88,22 @@ def run_name(method: str, scale: float, seed: int) -> str:
 def train_long_run(study, method: str, budgets, progress: bool = True) -> Path:
     """Train (or reuse) the long run of ``method`` for ``study`` (its profile sets the total budget),
     keeping snapshots at ``budgets`` steps; returns the model folder."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
-    if METHODS[method] is None:
+    m = get_method(method)
+    if not m.is_unet:
         model = study.stardist(snapshot_steps=budgets)
         return Path(model.logdir)
-    _, _, folder = study.unet(METHODS[method], name=f"curve-{method}", snapshot_steps=budgets)
+    _, _, folder = study.unet(m.loss, name=f"curve-{method}", snapshot_steps=budgets)
     return Path(folder)
 
 
 def _predict_instances(study, method: str, folder: Path, weights: Path):
     """``(predict(image) -> labels, chosen post-processing, validation F1@0.5)`` for one snapshot."""
-    from .inference import foreground_probability, predict_probabilities
-    from .instances import connected_components, tune_components, tune_watershed, watershed_boundary
+    from .inference import predict_probabilities
     from .stardist_baseline import load_stardist, predict_stardist
 
+    m = get_method(method)
     val_truths = [s.labels for s in study.val]
-    if METHODS[method] is None:
+    if not m.is_unet:
         import contextlib
         import io
 
@@ -125,23 +121,11 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
             )
         params = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
         return (lambda image: predict_stardist(model, image)), params, float("nan")
-    from .training import load_snapshot
+    from .model_folder import load_snapshot
 
     model = load_snapshot(folder, weights)
-    probs = [predict_probabilities(model, s.image) for s in study.val]
-    if method == "unet_boundary":
-        params, table = tune_watershed(probs, val_truths)
-        return (
-            (lambda image: watershed_boundary(predict_probabilities(model, image), **params)),
-            params,
-            float(table.f1.iloc[0]),
-        )
-    params, table = tune_components([foreground_probability(p) for p in probs], val_truths)
-    return (
-        (lambda image: connected_components(foreground_probability(predict_probabilities(model, image)), **params)),
-        params,
-        float(table.f1.iloc[0]),
-    )
+    params, table = m.tune([predict_probabilities(model, s.image) for s in study.val], val_truths)
+    return (lambda image: m.instances(predict_probabilities(model, image), params)), params, float(table.f1.iloc[0])
 
 
 def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:
@@ -183,11 +167,11 @@ def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, nat
 
 def learning_curve(study, method: str, budgets, progress: bool = True) -> pd.DataFrame:
     """Train the long run of ``method`` (if needed) and evaluate each snapshot; one row per budget."""
+    from .model_folder import snapshots as unet_snapshots
     from .stardist_baseline import snapshots as stardist_snapshots
-    from .training import snapshots as unet_snapshots
 
     folder = train_long_run(study, method, budgets, progress)
-    snaps = stardist_snapshots(folder) if METHODS[method] is None else unet_snapshots(folder)
+    snaps = unet_snapshots(folder) if get_method(method).is_unet else stardist_snapshots(folder)
     missing = sorted(set(int(b) for b in budgets) - set(snaps.steps.astype(int)))
     if missing:
         raise RuntimeError(
@@ -290,12 +274,12 @@ def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps:
     ``nucseg predict`` (:func:`nucseg_lib.predict.export_model`), with its validation-tuned post-processing
     and a model card holding its test scores at native resolution. U-Net methods only."""
     from .machine import cpu_name
+    from .model_folder import snapshots
     from .predict import export_model, model_card, read_settings
-    from .training import snapshots
 
-    if METHODS.get(method) is None:
+    if method not in METHODS or not METHODS[method].is_unet:
         raise ValueError(
-            f"export_snapshot exports U-Net runs ({', '.join(m for m in METHODS if METHODS[m])}), not {method!r}"
+            f"export_snapshot exports U-Net runs ({', '.join(m for m in METHODS if METHODS[m].is_unet)}), not {method!r}"
         )
     variant = run_variant(study, p, scale, seed)
     folder = train_long_run(variant, method, p["budgets"])

@@ -118,14 +118,12 @@ def study_from_params(params: dict):
 
 
 def shared_model_loss(model: str, params: dict) -> str | None:
-    """Loss specification of a shared U-Net model (``None`` for StarDist)."""
-    if model == "unet_dice":
-        return "dice"
-    if model == "unet_combo":  # the Dice + top-K model of notebooks 04 and 05 (their combo_k)
-        return f"dice+topk:{float(params.get('combo_k', 0.1)):g}"
-    if model == "stardist":
-        return None
-    raise JobError(f"unknown shared model {model!r}; known: unet_dice, unet_combo, stardist")
+    """Loss specification of a shared U-Net model (``None`` for StarDist): :data:`nucseg_lib.methods.SHARED_MODELS`."""
+    from .methods import SHARED_MODELS
+
+    if model not in SHARED_MODELS:
+        raise JobError(f"unknown shared model {model!r}; known: {', '.join(SHARED_MODELS)}")
+    return SHARED_MODELS[model](params)
 
 
 def train_shared_model(run: Path, params: dict, model: str) -> Path:
@@ -233,31 +231,31 @@ def record_machine(run: Path, job: str) -> Path:
     or failed): Snakemake's timing of a resumed job covers its last attempt only.
     """
     from .machine import hardware
-    from .training import _write_json_atomic
+    from .model_folder import write_json_atomic
 
     out = Path(run) / "results" / "machines" / f"{job}.json"
-    before = _read_record(out)
+    before = read_record(out)
     info = {k: v for k, v in hardware().items() if k in ("cpu", "cpu_bf16", "cores", "gpu", "precision")}
     info["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info["interrupted"] = (
         before.get("interrupted", []) + [before["started"]] if before and not before.get("finished") else []
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(info, out)
+    write_json_atomic(info, out)
     return out
 
 
 def record_finished(run: Path, job: str) -> None:
     """Mark the job's machine record finished (a later start is then a re-run, not a resume)."""
-    from .training import _write_json_atomic
+    from .model_folder import write_json_atomic
 
     out = Path(run) / "results" / "machines" / f"{job}.json"
-    _write_json_atomic({**_read_record(out), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}, out)
+    write_json_atomic({**read_record(out), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}, out)
 
 
 def machine_records(run: Path) -> dict:
     """``{job: record}`` from ``<run>/results/machines/*.json`` (empty for runs made before they were recorded)."""
-    return {f.stem: _read_record(f) for f in sorted((Path(run) / "results" / "machines").glob("*.json"))}
+    return {f.stem: read_record(f) for f in sorted((Path(run) / "results" / "machines").glob("*.json"))}
 
 
 def machine_label(info: dict) -> str:
@@ -333,7 +331,7 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     return record
 
 
-def _read_record(path: Path) -> dict:
+def read_record(path: Path) -> dict:
     """A JSON record (``run.json``), empty when absent; JobError naming the file when unreadable."""
     if not path.exists():
         return {}
@@ -344,14 +342,14 @@ def _read_record(path: Path) -> dict:
 
 
 def check_out(run: Path) -> None:
-    """Refuse a run folder inside ``reference/``: the published study changes only through ``publish``."""
-    run = Path(run).resolve()
-    reference = (REPO / "reference").resolve()
-    if reference in [run, *run.parents]:
-        raise JobError(
-            f"{run} is inside reference/: run into another folder and use 'python -m nucseg_lib.runner "
-            f"publish' to replace the reference run"
-        )
+    """Refuse a run folder that is the repository, above it, in its sources or in ``reference/``
+    (:func:`nucseg_lib.folders.check_run_folder`), as a JobError naming it."""
+    from .folders import FolderError, check_run_folder
+
+    try:
+        check_run_folder(run)
+    except FolderError as exc:
+        raise JobError(str(exc)) from None
 
 
 def check_parameters(run: Path, params: dict) -> None:
@@ -364,7 +362,7 @@ def check_parameters(run: Path, params: dict) -> None:
                 f"tell which run wrote it; use another output folder"
             )
         return
-    old = _read_record(path)
+    old = read_record(path)
     study_old = {k: old.get(k) for k in STUDY_KEYS}
     study_new = {k: params.get(k) for k in STUDY_KEYS}
     if study_old != study_new:

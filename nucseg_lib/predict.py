@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import METHODS, get_method
 from .sizes import equivalent_diameters, median_diameter  # noqa: F401 (part of this module's API)
 from .training import AUGMENT_SCALE
 
 MODEL_FILE = "nucseg-model.json"
-METHODS = ("unet_boundary", "unet_dice_cc", "stardist")
 MIN_NUCLEI_FOR_ESTIMATE = 3
 
 
@@ -55,6 +55,9 @@ def export_model(
 ) -> Path:
     """Write an exported model folder ``out`` (see the module docstring); returns it.
 
+    ``out`` must be new, empty or an earlier exported model (it holds ``nucseg-model.json``): any other
+    folder is a :class:`ModelError` and is left as it was.
+
     ``source``: a trained U-Net folder (:mod:`nucseg_lib.training`); ``stardist_model``: a
     trained StarDist model (``method='stardist'``). ``train_labels``: the training label
     images at the model's scale (their median nucleus diameter is recorded); ``scale``: the
@@ -64,9 +67,14 @@ def export_model(
     """
     import torch
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    from .folders import FolderError, check_replaceable, replace_folder
+
+    get_method(method)  # ValueError naming the known methods
     out = Path(out)
+    try:
+        check_replaceable(out, MODEL_FILE, "export_model: out")
+    except FolderError as exc:
+        raise ModelError(str(exc)) from None
     stage = out.with_name(f".{out.name}.exporting")
     if stage.exists():
         shutil.rmtree(stage)
@@ -92,10 +100,10 @@ def export_model(
     }
     (stage / MODEL_FILE).write_text(json.dumps(settings, indent=2))
     (stage / "README.md").write_text(card or f"# {method}\n\nExported by nucseg_lib.predict.export_model.\n")
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
-    return out
+    try:  # an earlier export (it holds nucseg-model.json) is replaced; a folder of the user's is refused
+        return replace_folder(stage, out, MODEL_FILE, "export_model: out")
+    except FolderError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def model_card(
@@ -162,11 +170,24 @@ def read_settings(folder) -> dict:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
     if settings.get("method") not in METHODS:
-        raise ModelError(f"{path}: method must be one of {METHODS}, got {settings.get('method')!r}")
+        raise ModelError(f"{path}: method must be one of {', '.join(METHODS)}, got {settings.get('method')!r}")
     d = settings.get("nucleus_diameter_px")
     if not (isinstance(d, (int, float)) and d > 0):
         raise ModelError(f"{path}: nucleus_diameter_px must be a positive number, got {d!r}")
     return settings
+
+
+def normalization_of(settings: dict, path) -> dict:
+    """The percentile normalization an exported model was trained with (``{"pmin", "pmax"}``, percent);
+    the study's 1 and 99.8 for models that record none; ModelError naming ``path`` when malformed."""
+    norm = settings.get("normalization") or {"pmin": 1.0, "pmax": 99.8}
+    try:
+        pmin, pmax = float(norm["pmin"]), float(norm["pmax"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{path}: normalization must hold numbers pmin and pmax, got {norm!r}") from None
+    if not 0 <= pmin < pmax <= 100:
+        raise ModelError(f"{path}: normalization needs 0 <= pmin < pmax <= 100 (percentiles), got {norm!r}")
+    return {"pmin": pmin, "pmax": pmax}
 
 
 class Segmenter:
@@ -179,18 +200,25 @@ class Segmenter:
         self.diameter = float(self.settings["nucleus_diameter_px"])
         self.pixel_size = self.settings.get("pixel_size_um")
         self.post = dict(self.settings.get("postprocess") or {})
-        if self.method == "stardist":
+        self.normalization = normalization_of(self.settings, self.folder / MODEL_FILE)
+        self.precision = "fp32"
+        if not get_method(self.method).is_unet:
             from .stardist_baseline import load_stardist
 
             self.model = load_stardist(self.folder / "stardist")
         else:
-            from .training import ModelFolderError, _model_with_weights
+            from .machine import resolve_precision
+            from .model_folder import ModelFolderError, model_with_weights
 
             try:
-                self.model, _ = _model_with_weights(self.folder, self.folder / "weights.pt", device)
+                self.model, _ = model_with_weights(self.folder, self.folder / "weights.pt", device)
             except (ModelFolderError, FileNotFoundError) as exc:
                 raise ModelError(str(exc)) from exc
+            # this machine's precision, not the one the model trained at (config.json): bf16 on a CPU without
+            # native bf16 is emulated, several times slower, and its probabilities differ from fp32's
+            self.precision = resolve_precision("auto", next(self.model.parameters()).device)
             self.model.float()
+            self.model.precision = self.precision
 
     # ------------------------------------------------------------------ scale
     def factor(self, pixel_size: float | None = None, nucleus_diameter: float | None = None) -> float | None:
@@ -234,17 +262,16 @@ class Segmenter:
         return resize_labels(self._instances(small.astype(np.float32)), image.shape)
 
     def _instances(self, image: np.ndarray) -> np.ndarray:
-        from .inference import foreground_probability, predict_probabilities
-        from .instances import connected_components, watershed_boundary
+        from .data.common import normalize_percentile
+        from .inference import predict_probabilities
 
-        if self.method == "stardist":
+        x = normalize_percentile(image, self.normalization["pmin"], self.normalization["pmax"])
+        method = get_method(self.method)
+        if not method.is_unet:
             from .stardist_baseline import predict_stardist
 
-            return predict_stardist(self.model, image)
-        probs = predict_probabilities(self.model, image)
-        if self.method == "unet_boundary":
-            return watershed_boundary(probs, **self.post)
-        return connected_components(foreground_probability(probs), **self.post)
+            return predict_stardist(self.model, x, normalize=False)
+        return method.instances(predict_probabilities(self.model, x, normalize=False), self.post)
 
     def segment(
         self, image: np.ndarray, pixel_size: float | None = None, nucleus_diameter: float | None = None

@@ -17,7 +17,6 @@ A run folder holds ``notebooks/`` (executed), ``results/`` (``summary.csv``,
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .jobs import SCRATCH_NOTEBOOKS, JobError, _read_record
+from .jobs import SCRATCH_NOTEBOOKS, JobError, read_record
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"
@@ -56,7 +55,7 @@ def book_config(config: dict) -> dict:
 
 def run_description(results: Path) -> str:
     """One paragraph saying what run a book shows: data, profile, seed, when, on which CPU."""
-    record = _read_record(Path(results) / "run.json")
+    record = read_record(Path(results) / "run.json")
     if not record:
         return "This book was built from a run without a run record."
     p = record.get("parameters", {})
@@ -211,45 +210,83 @@ def sanitize_published(folder: Path) -> int:
     return changed
 
 
+PUBLISHED_MARKER = ".nucseg-published"  # written into every published folder: publish replaces only such folders
+
+
+def executed_notebook_problem(path: Path) -> str | None:
+    """Why ``path`` is not a notebook that papermill executed to its end (None when it is): a source notebook
+    copied into a run, or an execution that stopped, is not a result."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # noqa: BLE001 (any unreadable file is a problem to report by name)
+        return f"{path.name} cannot be read ({type(exc).__name__})"
+    pm = nb.metadata.get("papermill") or {}
+    if not pm.get("end_time"):
+        return f"{path.name} is not an executed notebook (no papermill end time)"
+    if pm.get("exception"):
+        return f"{path.name} stopped with an error"
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    if any(c.get("execution_count") is None for c in code):
+        return f"{path.name} has cells that never ran"
+    return None
+
+
 def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
     """Copy a run's executed notebooks and results (not its models or build) to ``to``.
 
-    The run is checked first (``results/summary.csv`` and ``run.json`` with every notebook
-    ``ok``, each executed notebook present), the copy is made beside ``to`` and swapped in
-    only when complete, and publishing a folder onto itself or into itself is refused: a
-    typo in ``--run`` cannot empty the published study.
+    The run is checked first (``results/summary.csv`` with rows, ``run.json`` with every notebook
+    ``ok``, each notebook present and executed to its end by papermill), the copy is made beside
+    ``to`` and swapped in only when complete, and publishing a folder onto itself or into itself
+    is refused: a typo in ``--run`` cannot empty the published study. ``to`` is replaced only when
+    it is new, empty or an earlier publication (it holds ``.nucseg-published``): a folder of the
+    user's is refused, with nothing in it changed (:func:`nucseg_lib.folders.replace_folder`).
     """
+    import pandas as pd
+
+    from .folders import FolderError, check_replaceable, replace_folder
+
     run, to = Path(run).resolve(), Path(to).resolve()
     if run == to or run in to.parents or to in run.parents:
         raise JobError(f"publish: --run {run} and --to {to} overlap; publish a run folder into another place")
-    record = _read_record(run / "results" / "run.json")
+    try:
+        check_replaceable(to, PUBLISHED_MARKER, "publish --to")
+    except FolderError as exc:
+        raise JobError(f"publish: {exc}") from None
+    record = read_record(run / "results" / "run.json")
     problems = []
-    if not (run / "results" / "summary.csv").is_file():
+    summary = run / "results" / "summary.csv"
+    if not summary.is_file():
         problems.append("no results/summary.csv")
+    elif pd.read_csv(summary).empty:
+        problems.append("results/summary.csv has no rows")
     if not record:
         problems.append("no results/run.json")
     for name, rec in record.get("notebooks", {}).items():
+        nb = run / "notebooks" / f"{name}.ipynb"
         if rec.get("status") != "ok":
             problems.append(f"notebook {name} is {rec.get('status')}")
-        elif not (run / "notebooks" / f"{name}.ipynb").is_file():
+        elif not nb.is_file():
             problems.append(f"notebooks/{name}.ipynb is missing")
+        elif executed_notebook_problem(nb):
+            problems.append(f"notebooks/{executed_notebook_problem(nb)}")
     if record and not record.get("notebooks"):
         problems.append("no notebook has run")
     if problems:
         raise JobError(f"publish: {run} is not a finished run ({'; '.join(problems)}); {to} is left as it was")
     stage = to.with_name(f".{to.name}.publishing")
-    old = to.with_name(f".{to.name}.old")
-    for d in (stage, old):
-        if d.exists():
-            shutil.rmtree(d)
+    if stage.exists():
+        shutil.rmtree(stage)
     stage.mkdir(parents=True)
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     shutil.copytree(run / "results", stage / "results")
     sanitize_published(stage)
-    if to.exists():
-        os.replace(to, old)
-    os.replace(stage, to)
-    shutil.rmtree(old, ignore_errors=True)
+    (stage / PUBLISHED_MARKER).write_text("written by python -m nucseg_lib.runner publish; replaced by the next one\n")
+    try:
+        replace_folder(stage, to, PUBLISHED_MARKER, "publish --to")
+    except FolderError as exc:
+        raise JobError(f"publish: {exc}") from None
     print(f"published {run} to {to}")
     return to
 
@@ -287,7 +324,7 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
     from .curves import export_snapshot, plan
     from .jobs import study_from_params
 
-    params = _read_record(Path(run) / "results" / "parameters.json")
+    params = read_record(Path(run) / "results" / "parameters.json")
     if not params:
         raise JobError(f"{run}: no results/parameters.json; run the workflow into it first")
     study = study_from_params(params)

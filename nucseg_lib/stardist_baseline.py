@@ -173,12 +173,12 @@ def train_stardist(
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
 
-    from .training import ModelFolderError, TrainingDiverged, _read_json, _write_json_atomic, check_snapshot_steps
+    from .model_folder import ModelFolderError, TrainingDiverged, check_snapshot_steps, read_json, write_json_atomic
 
     snapshot_steps = check_snapshot_steps(snapshot_steps, config.steps_per_epoch, config.epochs)
     folder = Path(basedir) / name
     if (folder / "diverged.json").exists():
-        raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
+        raise TrainingDiverged(folder, read_json(folder / "diverged.json"))
     if (folder / "DONE").exists():
         return load_stardist(folder)
     if not val_samples:
@@ -202,7 +202,7 @@ def train_stardist(
         train_checkpoint_epoch=None,  # the resume state (resume/) replaces StarDist's weights_now.h5
         use_gpu=False,
     )
-    state = _read_json(folder / RESUME / "state.json") if (folder / RESUME / "state.json").exists() else None
+    state = read_json(folder / RESUME / "state.json") if (folder / RESUME / "state.json").exists() else None
     legacy = state is None and (folder / "weights_now.h5").exists() and (folder / "history.csv").exists()
     model = (
         StarDist2D(None, name=name, basedir=str(basedir))
@@ -280,7 +280,7 @@ def train_stardist(
             "what": "StarDist training loss not finite (Keras TerminateOnNaN)",
             "key": name,
         }
-        _write_json_atomic(record, folder / "diverged.json")
+        write_json_atomic(record, folder / "diverged.json")
         raise TrainingDiverged(folder, record)
     model.optimize_thresholds(Xv, Yv, predict_kwargs={"show_tile_progress": False}, optimize_kwargs={"tol": 1e-2})
     (folder / "DONE").write_text(json.dumps({"train_seconds": seconds, "thresholds": model.thresholds._asdict()}))
@@ -368,7 +368,7 @@ def _epoch_recorder_class():
 
         def _save_state(self, epochs: int):
             """Weights and optimizer of this epoch under new names, then ``state.json`` naming them."""
-            from .training import _write_json_atomic
+            from .model_folder import write_json_atomic
 
             km, folder = self.sd_model.keras_model, self.folder / RESUME
             folder.mkdir(exist_ok=True)
@@ -390,7 +390,7 @@ def _epoch_recorder_class():
             }
             if plateau is not None:
                 state["plateau"]["best"] = _finite_or_none(plateau.best)
-            _write_json_atomic(state, folder / "state.json")
+            write_json_atomic(state, folder / "state.json")
             for old in folder.glob("epoch-*"):
                 if not old.name.startswith(stem + "."):
                     old.unlink()
@@ -406,12 +406,12 @@ def _epoch_recorder_class():
                 fh.write(f"{time.perf_counter() - self.t0:.3f}\n")
             steps = (self.done + epoch + 1) * self.spe
             if steps in self.snapshot_steps:
-                from .training import _write_json_atomic
+                from .model_folder import write_json_atomic
 
                 snap = self.folder / "snapshots" / f"step-{steps:06d}"
                 snap.parent.mkdir(exist_ok=True)
                 self.sd_model.keras_model.save_weights(str(snap) + ".weights.h5")
-                _write_json_atomic(
+                write_json_atomic(
                     {
                         "steps": steps,
                         "train_seconds": _train_seconds(self.folder),
@@ -435,10 +435,10 @@ def snapshots(folder):
     """The snapshots of a StarDist folder: DataFrame ``steps, train_seconds, val_loss, precision, weights``."""
     import pandas as pd
 
-    from .training import _read_json
+    from .model_folder import read_json
 
     rows = [
-        {**_read_json(j), "weights": j.with_name(j.stem + ".weights.h5")}
+        {**read_json(j), "weights": j.with_name(j.stem + ".weights.h5")}
         for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))
     ]
     return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_loss", "precision", "weights"])
@@ -455,9 +455,10 @@ def load_stardist(folder):
     return StarDist2D(None, name=folder.name, basedir=str(folder.parent))
 
 
-def predict_stardist(model, image: np.ndarray, max_side: int = 1024) -> np.ndarray:
-    """Instance labels (int32) for one raw image, normalized like the training data; tiles large images."""
-    x = normalize_percentile(image)
+def predict_stardist(model, image: np.ndarray, max_side: int = 1024, normalize: bool = True) -> np.ndarray:
+    """Instance labels (int32) for one raw image, normalized like the training data (percentiles 1 and 99.8;
+    ``normalize=False``: ``image`` is normalized already); tiles large images."""
+    x = normalize_percentile(image) if normalize else np.asarray(image, np.float32)
     n_tiles = tuple(int(np.ceil(s / max_side)) for s in x.shape)
     labels, _ = model.predict_instances(x, n_tiles=n_tiles, show_tile_progress=False, verbose=False)
     return labels.astype(np.int32)

@@ -204,6 +204,9 @@ class Study:
         self.profile = resolve_profile(profile, **overrides)
         self.dataset, self.data_root, self.seed, self.experiment = dataset, data_root, seed, experiment
         self.data_seed = seed  # the synthetic data's seed; variant(seed=...) changes only the training seed
+        from .folders import check_run_folder
+
+        check_run_folder(out_dir)  # not reference/ (its results would be truncated), not the repository's sources
         self.out_dir = Path(out_dir)
         self.results_dir = self.out_dir / "results"
         self.models_dir = self.out_dir / "models"

@@ -22,7 +22,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,48 +35,22 @@ from .data.common import Sample, normalize_percentile
 from .losses import make_loss, n_classes
 from .machine import autocast
 from .model import build_model, pick_device
+from .model_folder import (  # noqa: F401 (ModelFolderError, load_trained, snapshots, ...: part of this module's API)
+    ModelFolderError,
+    TrainingDiverged,
+    check_snapshot_steps,
+    load_snapshot,
+    load_trained,
+    model_with_weights,
+    read_json,
+    save_atomic,
+    snapshots,
+    torch_load,
+    write_json_atomic,
+)
 from .targets import make_target
 
 AUGMENT_SCALE = (0.75, 1.33)  # random zoom of training patches: the nucleus sizes a model has seen, relative
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss or validation score.
-
-    The model folder then holds ``diverged.json`` (epoch, step, the last losses) and no
-    ``weights.pt``: a diverged model is never cached as a trained one. Asking for the same
-    configuration again raises this error again without retraining (training is
-    deterministic for a configuration, so it would diverge again).
-    """
-
-    def __init__(self, folder: Path, record: dict):
-        self.folder, self.record = Path(folder), record
-        super().__init__(
-            f"{folder}: training diverged at epoch {record['epoch']}, step {record['step']} "
-            f"({record['what']}); recorded in diverged.json, no weights saved"
-        )
-
-
-class ModelFolderError(RuntimeError):
-    """A model folder's file is unreadable, corrupt or belongs to another configuration; names the file."""
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFolderError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-
-
-def _torch_load(path: Path, device):
-    """``torch.load`` with ``weights_only=True`` (a crafted file cannot run code); errors name the file."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, or a pickle that is not plain tensors and numbers
-        raise ModelFolderError(
-            f"{path}: cannot load ({type(exc).__name__}: {str(exc)[:300]}); delete the file to "
-            f"start that training again"
-        ) from exc
 
 
 @dataclass
@@ -244,24 +217,6 @@ def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: floa
                 value.copy_(current[name])
 
 
-def _save_atomic(obj, path: Path):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def check_snapshot_steps(steps, steps_per_epoch: int, epochs: int) -> set[int]:
-    """The snapshot step counts as a set; ValueError unless each is a whole number of epochs within the run."""
-    steps = {int(n) for n in steps}
-    off = sorted(n for n in steps if n % steps_per_epoch or not 0 < n <= epochs * steps_per_epoch)
-    if off:
-        raise ValueError(
-            f"snapshot steps {off} are not multiples of steps_per_epoch ({steps_per_epoch}) "
-            f"within the {epochs * steps_per_epoch} training steps"
-        )
-    return steps
-
-
 def train(
     config: TrainConfig,
     train_samples: Sequence[Sample],
@@ -295,14 +250,14 @@ def train(
     key = config.key()
     cfg_path, ckpt_path, div_path = out_dir / "config.json", out_dir / "checkpoint.pt", out_dir / "diverged.json"
     if cfg_path.exists():
-        old_key = _read_json(cfg_path).get("key")
+        old_key = read_json(cfg_path).get("key")
         if old_key != key:
             raise ModelFolderError(
                 f"{cfg_path}: this folder holds a model of another configuration (key {old_key}, "
                 f"asked for {key}); train into another folder or delete this one"
             )
     if div_path.exists():
-        raise TrainingDiverged(out_dir, _read_json(div_path))
+        raise TrainingDiverged(out_dir, read_json(div_path))
     info = {
         **asdict(config),
         "key": key,
@@ -310,7 +265,7 @@ def train(
         "train_images": [s.name for s in train_samples],
         "val_images": [s.name for s in val_samples],
     }
-    _write_json_atomic(info, cfg_path)
+    write_json_atomic(info, cfg_path)
 
     torch.manual_seed(config.seed)
     model = build_model(config.out_channels, config.init, config.depth, config.decoder_base)
@@ -324,7 +279,7 @@ def train(
     history: list[dict] = []
     start = 0
     if ckpt_path.exists():
-        ckpt = _torch_load(ckpt_path, device)
+        ckpt = torch_load(ckpt_path, device)
         if ckpt.get("key", key) != key:
             raise ModelFolderError(
                 f"{ckpt_path}: checkpoint of another configuration (key {ckpt.get('key')}, "
@@ -361,7 +316,7 @@ def train(
             "last_losses": [float(v) for v in losses[-5:]],
             "key": key,
         }
-        _write_json_atomic(record, div_path)
+        write_json_atomic(record, div_path)
         return TrainingDiverged(out_dir, record)
 
     for epoch in range(start, config.epochs):
@@ -399,12 +354,12 @@ def train(
         if steps_done in snapshot_steps:  # before the checkpoint: a resumed run never misses one
             snap = out_dir / "snapshots" / f"step-{steps_done:06d}"
             snap.parent.mkdir(exist_ok=True)
-            _save_atomic(kept.state_dict(), snap.with_suffix(".pt"))
-            _write_json_atomic(
+            save_atomic(kept.state_dict(), snap.with_suffix(".pt"))
+            write_json_atomic(
                 {"steps": steps_done, "train_seconds": spent, "val_dice": val, "precision": config.precision},
                 snap.with_suffix(".json"),
             )
-        _save_atomic(
+        save_atomic(
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -426,69 +381,8 @@ def train(
         )
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
-    _save_atomic(kept.state_dict(), out_dir / "weights.pt")
+    save_atomic(kept.state_dict(), out_dir / "weights.pt")
     return kept, hist
-
-
-def _write_json_atomic(obj, path: Path):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def load_trained(folder, device=None):
-    """Load a trained-model folder: returns ``(model in eval mode, config dict, history DataFrame)``.
-
-    Errors name the file: a missing ``weights.pt`` (training unfinished), an unreadable
-    ``config.json``, weights that are corrupt or do not fit the configuration, a broken
-    ``history.csv``.
-    """
-    folder = Path(folder)
-    if (folder / "diverged.json").exists():
-        raise TrainingDiverged(folder, _read_json(folder / "diverged.json"))
-    if not (folder / "weights.pt").is_file():
-        raise FileNotFoundError(f"{folder}: no weights.pt (training did not finish; run train() to resume)")
-    model, cfg = _model_with_weights(folder, folder / "weights.pt", device)
-    hist = pd.DataFrame()
-    if (folder / "history.csv").exists():
-        try:
-            hist = pd.read_csv(folder / "history.csv")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ModelFolderError(f"{folder / 'history.csv'}: cannot read ({type(exc).__name__}: {exc})") from exc
-    return model, cfg, hist
-
-
-def snapshots(folder) -> pd.DataFrame:
-    """The snapshots of a model folder, by step: ``steps, train_seconds, val_dice, precision, weights``."""
-    rows = [
-        {**_read_json(j), "weights": j.with_suffix(".pt")}
-        for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))
-    ]
-    return pd.DataFrame(rows, columns=["steps", "train_seconds", "val_dice", "precision", "weights"])
-
-
-def load_snapshot(folder, weights, device=None):
-    """The model of ``folder`` with the snapshot ``weights`` (a path from :func:`snapshots`), in eval mode."""
-    return _model_with_weights(Path(folder), Path(weights), device)[0]
-
-
-def _model_with_weights(folder: Path, weights: Path, device=None):
-    """``(model in eval mode, config dict)``: the model of ``folder/config.json`` with ``weights`` loaded."""
-    cfg = _read_json(folder / "config.json")
-    device = device or pick_device()
-    try:
-        model = build_model(cfg["out_channels"], "scratch", cfg["depth"], cfg["decoder_base"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFolderError(
-            f"{folder / 'config.json'}: not a model configuration ({type(exc).__name__}: {exc})"
-        ) from exc
-    try:
-        model.load_state_dict(_torch_load(weights, "cpu"))
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ModelFolderError(f"{weights}: weights do not fit the model of config.json ({str(exc)[:300]})") from exc
-    model.to(device).to(memory_format=torch.channels_last).eval()
-    model.precision = cfg.get("precision", "fp32")
-    return model, cfg
 
 
 def model_folder(models_dir, config: TrainConfig, name: str | None = None) -> Path:

@@ -79,3 +79,30 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
     snakemake(out.parent, "profile=smoke", f"out={out}")
     return out
+
+
+# fixtures that train a model or run a whole study: a test that uses one is slow
+SLOW_FIXTURES = {"smoke_run", "exported", "trained", "slurm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers (``make test-fast`` leaves out slow, browser and slurm). Marked slow, whatever a test's own marks say:
+    a test that uses a fixture of :data:`SLOW_FIXTURES` and a test that runs the workflow (it calls
+    ``snakemake(``: Snakemake alone takes seconds to read the workflow). The browser and SLURM modules carry
+    their marks (and slow) on every test."""
+    import inspect
+
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        try:
+            source = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            source = ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or "snakemake(" in source:
+            item.add_marker(pytest.mark.slow)
+        if module == "test_book_browser":
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+        if module == "test_workflow_slurm":
+            item.add_marker(pytest.mark.slurm)
+            item.add_marker(pytest.mark.slow)

@@ -104,3 +104,26 @@ def stop(pids: dict) -> None:
     time.sleep(1)
     if CONF.exists() and MARK in CONF.read_text():
         CONF.unlink()
+
+
+def main(argv=None) -> None:
+    """``python -m tests.slurm_node start|stop FOLDER``: what book/reproduce.md documents for trying the
+    SLURM profile on one machine (the pid files, state and logs go to FOLDER)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.slurm_node", description=main.__doc__.split("\n")[0])
+    ap.add_argument("action", choices=["start", "stop"])
+    ap.add_argument("folder", type=Path)
+    a = ap.parse_args(argv)
+    why = unavailable() if a.action == "start" else None
+    if why:
+        raise SystemExit(f"cannot start a SLURM node here: {why}")
+    if a.action == "start":
+        start(a.folder)
+        print(f"SLURM node idle (partition debug); logs and state in {a.folder}")
+    else:
+        stop({"slurmctld": a.folder / "slurmctld.pid", "slurmd": a.folder / "slurmd.pid"})
+
+
+if __name__ == "__main__":
+    main()

@@ -217,3 +217,28 @@ def test_list_parameters_from_snakemake_config_text_are_numbers():
     assert parameter_list(["0.05", "0.3"], "k_fractions") == [0.05, 0.3]
     with pytest.raises(ValueError, match="parameter k_fractions"):
         parameter_list(["0.05", "many"], "k_fractions")
+
+
+def test_colour_labels_split_a_reused_colour_and_find_a_white_background(tmp_path):
+    import imageio.v3 as iio
+
+    rgb = np.full((40, 40, 3), 255, np.uint8)  # white background, no black pixel
+    rgb[2:10, 2:10] = (255, 0, 0)
+    rgb[30:38, 30:38] = (255, 0, 0)  # the palette's red again, for a nucleus that does not touch the first
+    rgb[2:10, 30:38] = (0, 128, 0)
+    iio.imwrite(tmp_path / "lab.png", rgb)
+    lab = read_labels(tmp_path / "lab.png")
+    assert lab[0, 0] == 0 and lab[20, 20] == 0  # white is background, not a nucleus
+    assert len({lab[5, 5], lab[34, 34], lab[5, 34]}) == 3 and 0 not in {lab[5, 5], lab[34, 34], lab[5, 34]}
+    assert lab.max() == 3 and (lab > 0).sum() == 3 * 64
+    rgb[:] = 0  # black background: black wins even where another colour is more frequent
+    rgb[:, :30] = (0, 0, 200)
+    lab = read_labels_from(tmp_path, rgb)
+    assert lab[0, 39] == 0 and lab.max() == 1 and (lab == 1).sum() == 40 * 30
+
+
+def read_labels_from(folder, rgb):
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "again.png", rgb)
+    return read_labels(folder / "again.png")

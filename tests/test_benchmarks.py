@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # the benchmarks train U-Nets
 
 
 def _run(*args, out):

@@ -12,6 +12,7 @@ from nucseg_lib.study import Study
 from nucseg_lib.training import TrainConfig, check_snapshot_steps, load_snapshot, snapshots, train
 
 
+@pytest.mark.slow
 def test_snapshots_hold_the_weights_after_those_steps(tmp_path, small_synthetic):
     tr = [s for s in small_synthetic if s.meta["split"] == "train"]
     cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, seed=1)
@@ -61,6 +62,7 @@ def test_winner_by_budget_known_answer():
     assert t.budget.min() == 20 and t.budget.max() == 40
 
 
+@pytest.mark.slow
 def test_learning_curve_end_to_end_on_smoke_data(tmp_path):
     study = Study("synthetic", "smoke", out_dir=tmp_path, experiment="curves")
     long = study.variant(seed=1, epochs=3, steps_per_epoch=2)

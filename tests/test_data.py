@@ -134,6 +134,7 @@ def test_split_by_name_is_stable_when_files_are_added():
     assert 0.05 < sum(v == "test" for v in b.values()) / 80 < 0.4
 
 
+@pytest.mark.slow
 def test_coelho_loader(coelho_root):
     samples = coelho.load(coelho_root)
     assert len(samples) == 87

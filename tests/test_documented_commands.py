@@ -115,6 +115,25 @@ def test_the_pages_document_commands():
     assert any("nucseg predict" in c for c in cmds) and any("dataset=folder" in c for c in cmds)
 
 
+def test_documented_workflow_commands_resume_after_a_kill():
+    """After ``kill -9`` the documented rerun works only with ``--rerun-incomplete`` (else
+    IncompleteFilesException): every documented snakemake command carries it, or the SLURM profile that sets it."""
+    profile = (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text()
+    assert "rerun-incomplete: true" in profile
+    for doc, _, cmd in documented_commands():
+        if "snakemake" in cmd:
+            assert "--rerun-incomplete" in cmd or "profiles/slurm" in cmd, f"{doc}: {cmd}"
+    assert "--rerun-incomplete" in (REPO / "Makefile").read_text()
+
+
+def test_documented_slurm_commands_without_accounting_ask_squeue():
+    """``--slurm-no-account`` alone hangs where accounting is off (the plugin polls sacct): documented together."""
+    for doc, _, cmd in documented_commands():
+        if "--slurm-no-account" in cmd:
+            assert "--slurm-status-command squeue" in cmd, f"{doc}: {cmd}"
+    assert any("--slurm-no-account" in c for _, _, c in documented_commands())
+
+
 @pytest.mark.slow
 def test_documented_commands_run_as_written(tmp_path):
     if not (shared_data() / "coelho2009" / "data").is_dir():

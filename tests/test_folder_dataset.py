@@ -77,3 +77,21 @@ def test_whole_study_on_a_folder_dataset_through_the_workflow(tmp_path):
     assert set(summary.dataset) == {"folder"}
     assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)
     assert (out / "notebooks" / "08_beyond_instances.ipynb").exists()
+
+
+# ---------------------------------------------------------------- data safety: nothing dropped or merged silently
+def test_two_files_of_one_name_are_an_error_naming_both(tmp_path):
+    root = make_folder(tmp_path / "d", n=4)
+    Image.fromarray(np.zeros((160, 160), np.uint8)).save(root / "images" / "img01.png")
+    with pytest.raises(DataError, match=r"img01.png and .*img01.tif|img01.tif and .*img01.png"):
+        load_dataset("folder", root=root)
+
+
+def test_a_name_listed_twice_in_split_csv_with_other_splits_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "d", n=4)
+    rows = "name,split\nimg00,train\nimg01,test\nimg02,train\nimg03,train\nimg01.tif,train\n"
+    (root / "split.csv").write_text(rows)
+    with pytest.raises(DataError, match=r"split.csv, line 6: 'img01' is listed again with split 'train'"):
+        load_dataset("folder", root=root)
+    (root / "split.csv").write_text(rows.replace("img01.tif,train", "img01.tif,test"))  # a repeat that agrees
+    assert [s.name for s in load_dataset("folder", "test", root=root)] == ["img01"]

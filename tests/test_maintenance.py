@@ -27,6 +27,7 @@ def test_ruff_lints_and_formats_the_code_and_lints_the_notebooks():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_github_workflows_are_valid(tmp_path):
     assert {w.name for w in WORKFLOWS} == {"tests.yml", "book.yml"}
     check = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
@@ -59,6 +60,7 @@ def test_the_pages_workflow_build_step_builds_the_reference_book():
     assert (REPO / "book" / "results.md").read_text() == results_page
 
 
+@pytest.mark.slow
 def test_citation_file_is_valid_cff(tmp_path):
     """CITATION.cff passes cffconvert's validation (in its own environment: it pins an old jsonschema)."""
     import yaml as _yaml

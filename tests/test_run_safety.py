@@ -132,7 +132,11 @@ def _finished_run(root: Path, seed: int = 0) -> Path:
     out = root / "run"
     (out / "notebooks").mkdir(parents=True)
     (out / "results").mkdir()
-    (out / "notebooks" / "01_data.ipynb").write_text('{"good": true}')
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("good = True", execution_count=1)])
+    nb.metadata["papermill"] = {"end_time": "2026-12-03T10:00:00", "exception": None}  # executed to its end
+    nbformat.write(nb, out / "notebooks" / "01_data.ipynb")
     (out / "results" / "summary.csv").write_text("experiment,dataset\ndata,synthetic\n")
     params = {
         "dataset": "synthetic",
@@ -159,7 +163,7 @@ def test_publish_checks_the_run_before_touching_the_target(tmp_path):
     run = _finished_run(tmp_path)
     to = tmp_path / "reference"
     publish(run, to)
-    assert (to / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
+    assert "".join(json.loads((to / "notebooks" / "01_data.ipynb").read_text())["cells"][0]["source"]) == "good = True"
     with pytest.raises(JobError, match="not a finished run"):
         publish(tmp_path / "typo", to)
     with pytest.raises(JobError, match="overlap"):
@@ -201,6 +205,7 @@ def test_a_killed_notebook_never_leaves_a_half_executed_copy(tmp_path, monkeypat
     from nucseg_lib.jobs import execute_notebook
 
     run = _finished_run(tmp_path)
+    finished = (run / "notebooks" / "01_data.ipynb").read_text()
 
     def killed(src, dst, **kw):
         Path(dst).write_text('{"half": true}')
@@ -209,7 +214,7 @@ def test_a_killed_notebook_never_leaves_a_half_executed_copy(tmp_path, monkeypat
     monkeypatch.setattr(pm, "execute_notebook", killed)
     with pytest.raises(KeyboardInterrupt):
         execute_notebook(run, {}, "01_data")
-    assert (run / "notebooks" / "01_data.ipynb").read_text() == '{"good": true}'
+    assert (run / "notebooks" / "01_data.ipynb").read_text() == finished
     monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, **kw: Path(dst).write_text('{"new": true}'))
     execute_notebook(run, {}, "01_data")
     assert (run / "notebooks" / "01_data.ipynb").read_text() == '{"new": true}'

@@ -7,6 +7,8 @@ import pytest
 from nucseg_lib.metrics import evaluate_instances, instance_summary
 from nucseg_lib.stardist_baseline import StarDistConfig, load_stardist, predict_stardist, train_stardist
 
+pytestmark = pytest.mark.slow  # trains StarDist
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_synthetic):

@@ -225,6 +225,7 @@ def test_workflow_refuses_an_unknown_profile_before_running_anything(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
     import papermill as pm
 
@@ -309,3 +310,27 @@ def test_make_curves_pins_the_published_curves_settings():
     line = next(x for x in dry.stdout.replace("\\\n", " ").splitlines() if "snakemake" in x and "curves" in x)
     settings = dict(re.findall(r"\b(lr|ema)=(\S+)", line))
     assert float(settings.get("lr", "nan")) == 1e-4 and float(settings.get("ema", "nan")) == 0.0, line
+
+
+def test_findings_of_a_short_synthetic_run_say_they_are_not_findings_and_name_the_runs_own_k(tmp_path):
+    """Under the demo/quick profiles "What we found" says the numbers are not findings; a top-K grid without the
+    report's K says the claim was not trained with these parameters and lists the run's own K instead."""
+    from types import SimpleNamespace
+
+    from nucseg_lib.notebook import findings
+    from nucseg_lib.study import get_profile
+
+    cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+    rows = [
+        ("topk", "synthetic", "demo", "unet_topk_0.02", "dice", 0.61, 0.55, 0.66, 8),
+        ("topk", "synthetic", "demo", "unet_dice", "dice", 0.90, 0.88, 0.92, 8),
+    ]
+    path = tmp_path / "summary.csv"
+    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
+    study = SimpleNamespace(experiment="topk", summary_path=path, profile=get_profile("demo"), dataset="synthetic")
+    text = findings(study)
+    assert text.startswith("Not findings: this run trained each model for 160 steps (the `demo` profile)")
+    assert "Top-K alone, K = 10% of a patch: does not converge: not trained in this run" in text
+    assert "unet_topk_0.02 (a K of this run's parameters, not in the report): dice 0.610 [0.550, 0.660]" in text
+    real = SimpleNamespace(experiment="topk", summary_path=path, profile=get_profile("cpu"), dataset="coelho2009")
+    assert not findings(real).startswith("Not findings")

@@ -1,6 +1,7 @@
 """The study through a real single-node SLURM cluster gives the same results as a local run."""
 
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -14,9 +15,14 @@ def slurm(tmp_path_factory):
     why = slurm_node.unavailable()
     if why:
         pytest.skip(f"no SLURM here: {why}")
-    pids = slurm_node.start(tmp_path_factory.mktemp("slurm"))
+    # started as book/reproduce.md documents it ("Try the SLURM profile on one machine"), less sudo: CI is root
+    folder = tmp_path_factory.mktemp("slurm")
+    doc = (REPO / "book" / "reproduce.md").read_text()
+    assert "sudo .venv/bin/python -m tests.slurm_node start /tmp/nucseg-slurm" in doc
+    assert "sudo .venv/bin/python -m tests.slurm_node stop /tmp/nucseg-slurm" in doc
+    subprocess.run([sys.executable, "-m", "tests.slurm_node", "start", str(folder)], cwd=REPO, check=True)
     yield
-    slurm_node.stop(pids)
+    subprocess.run([sys.executable, "-m", "tests.slurm_node", "stop", str(folder)], cwd=REPO, check=True)
 
 
 @pytest.mark.slow

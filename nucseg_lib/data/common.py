@@ -156,8 +156,8 @@ def read_image(path: str | os.PathLike, channel: int | None = 0) -> np.ndarray:
 def read_labels(path: str | os.PathLike) -> np.ndarray:
     """Read an instance label image (integer, 0 = background) as int32, with clear errors.
 
-    A label image with several channels is read as one label per distinct colour (black
-    = background) unless all channels are equal; a constant alpha channel is ignored.
+    A label image with several channels is read as colour-coded labels unless all channels are
+    equal (a constant alpha channel is ignored): see :func:`colour_labels`.
     """
     path = Path(path)
     arr = _read_array(path)
@@ -166,14 +166,34 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
             arr = arr[..., :3]
         if all(np.array_equal(arr[..., 0], arr[..., i]) for i in range(1, arr.shape[-1])):
             arr = arr[..., 0]
-        else:  # colour-coded labels: one nucleus per distinct colour
-            colours, ids = np.unique(arr.reshape(-1, arr.shape[-1]), axis=0, return_inverse=True)
-            black = np.flatnonzero(~colours.any(axis=1))
-            ids = ids.reshape(arr.shape[:2]) + 1
-            if len(black):
-                ids[ids == black[0] + 1] = 0
-            arr = ids
+        else:
+            arr = colour_labels(arr)
     return as_labels(arr, str(path))
+
+
+def colour_labels(rgb: np.ndarray) -> np.ndarray:
+    """Instance labels (int32, 0 = background) from a colour-coded label image (H, W, C).
+
+    Background is black where the image has black pixels, else its most frequent colour (a
+    white background). Every other colour is a nucleus colour, and each 8-connected region of
+    one colour is a nucleus of its own: tools that colour labels with a small palette reuse a
+    colour for nuclei that do not touch, and those must not merge into one instance.
+    """
+    from scipy import ndimage as ndi
+
+    colours, ids, counts = np.unique(rgb.reshape(-1, rgb.shape[-1]), axis=0, return_inverse=True, return_counts=True)
+    ids = ids.reshape(rgb.shape[:2])
+    black = np.flatnonzero(~colours.any(axis=1))
+    background = int(black[0]) if len(black) else int(np.argmax(counts))
+    out = np.zeros(rgb.shape[:2], np.int32)
+    n = 0
+    for c in range(len(colours)):
+        if c == background:
+            continue
+        regions, k = ndi.label(ids == c, structure=np.ones((3, 3), bool))
+        out[regions > 0] = regions[regions > 0] + n
+        n += k
+    return out
 
 
 def as_labels(arr: np.ndarray, name: str) -> np.ndarray:
@@ -211,14 +231,24 @@ def pair_by_name(image_files: Iterable[Path], label_files: Iterable[Path], stric
 
     With ``strict``, an image without a label (or the reverse) raises :class:`DataError` naming it.
     """
-    imgs = {Path(p).stem: Path(p) for p in image_files}
-    labs = {Path(p).stem: Path(p) for p in label_files}
+    imgs, labs = _by_stem(image_files), _by_stem(label_files)
     if strict:
         missing = sorted(set(imgs) ^ set(labs))
         if missing:
             which = [str(imgs.get(m) or labs.get(m)) for m in missing[:5]]
             raise DataError(f"missing image/label pair for: {', '.join(which)}")
     return [(imgs[k], labs[k]) for k in sorted(set(imgs) & set(labs), key=natural_key)]
+
+
+def _by_stem(files: Iterable[Path]) -> dict[str, Path]:
+    """``{stem: file}``; two files with one stem (``img01.tif`` and ``img01.png``) are a DataError naming both,
+    since one of them would be dropped without a word."""
+    out: dict[str, Path] = {}
+    for f in map(Path, files):
+        if f.stem in out and out[f.stem] != f:
+            raise DataError(f"{out[f.stem]} and {f} have the same name {f.stem!r}; keep one of them (or rename one)")
+        out[f.stem] = f
+    return out
 
 
 def natural_key(s: str):

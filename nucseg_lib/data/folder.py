@@ -7,12 +7,15 @@ user's data (``--config dataset=folder data_root=mydata/`` in the workflow, or
 Layout::
 
     images/<name>.tif|.tiff|.png     raw image (2D; multi-channel images use channel ``channel`` below)
-    labels/<name>.tif|.tiff|.png     instance labels with the same file stem, 0 = background
+    labels/<name>.tif|.tiff|.png     instance labels with the same file stem, 0 = background; or
+                                     colour-coded (RGB): background black, else the most frequent
+                                     colour; each connected region of one colour is one nucleus
     split.csv                        optional: columns ``name,split`` (``train``/``test``)
                                      and optionally ``group``
 
 Every image needs a label image and the reverse (a missing partner is an error naming the
-file), and both go through the checks of the other loaders (2D, same shape, integer labels,
+file, and so is a name used twice, as in ``img01.tif`` beside ``img01.png``), and both go
+through the checks of the other loaders (2D, same shape, integer labels,
 no NaN, readable files). Without ``split.csv`` the split is fixed by file names
 (:func:`~nucseg_lib.data.common.split_by_name`, test fraction 0.2, salt ``folder``): adding
 files never moves another between train and test. The group (for per-group results) is
@@ -57,7 +60,13 @@ def _read_split(path: Path) -> dict[str, dict]:
     for i, r in enumerate(rows, start=2):
         if r["split"] not in ("train", "test"):
             raise DataError(f"{path}, line {i}: split must be 'train' or 'test', got {r['split']!r}")
-        out[Path(r["name"]).stem] = {"split": r["split"], "group": r.get("group") or "all"}
+        name, entry = Path(r["name"]).stem, {"split": r["split"], "group": r.get("group") or "all"}
+        if name in out and out[name] != entry:
+            raise DataError(
+                f"{path}, line {i}: {name!r} is listed again with split {entry['split']!r}, group {entry['group']!r}"
+                f" (before: split {out[name]['split']!r}, group {out[name]['group']!r}); list each image once"
+            )
+        out[name] = entry
     return out
 
 
