@@ -115,6 +115,7 @@ def main(argv=None) -> None:
     ap.add_argument("action", choices=["start", "stop"])
     ap.add_argument("folder", type=Path)
     a = ap.parse_args(argv)
+    a.folder = a.folder.resolve()  # slurm.conf needs absolute paths
     why = unavailable() if a.action == "start" else None
     if why:
         raise SystemExit(f"cannot start a SLURM node here: {why}")

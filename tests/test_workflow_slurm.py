@@ -18,8 +18,8 @@ def slurm(tmp_path_factory):
     # started as book/reproduce.md documents it ("Try the SLURM profile on one machine"), less sudo: CI is root
     folder = tmp_path_factory.mktemp("slurm")
     doc = (REPO / "book" / "reproduce.md").read_text()
-    assert "sudo .venv/bin/python -m tests.slurm_node start /tmp/nucseg-slurm" in doc
-    assert "sudo .venv/bin/python -m tests.slurm_node stop /tmp/nucseg-slurm" in doc
+    assert "sudo .venv/bin/python -m tests.slurm_node start runs/slurm-node" in doc
+    assert "sudo .venv/bin/python -m tests.slurm_node stop runs/slurm-node" in doc
     subprocess.run([sys.executable, "-m", "tests.slurm_node", "start", str(folder)], cwd=REPO, check=True)
     yield
     subprocess.run([sys.executable, "-m", "tests.slurm_node", "stop", str(folder)], cwd=REPO, check=True)
