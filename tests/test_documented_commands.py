@@ -11,7 +11,8 @@ folder dataset and a folder of two images that the test writes; output folders (
 are planned, nothing is submitted; tests/test_workflow_slurm.py runs the study on a real
 SLURM). The bioimage.io export and ``bioimageio test`` run as written (into the temporary folder). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
 and in ``make book``). A command of a kind this file does not know fails the test, so a new
-documented command needs a way to be checked here.
+documented command needs a way to be checked here. The study on a folder dataset (``dataset=folder``)
+is also checked for what it wrote: the whole study ran on the user's images.
 """
 
 import os
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -139,6 +141,7 @@ def test_documented_commands_run_as_written(tmp_path):
     if not (shared_data() / "coelho2009" / "data").is_dir():
         pytest.skip("the shared Coelho 2009 copy is needed by the documented commands")
     seen = set()
+    folder_study_ran = False
     for n, (doc, cwd, cmd) in enumerate(documented_commands()):
         args = shlex.split(cmd)
         if args[0] == "make":
@@ -159,3 +162,11 @@ def test_documented_commands_run_as_written(tmp_path):
         assert r.returncode == 0, (
             f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"
         )
+        if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
+            out = tmp_path / "runs_my-data"
+            summary = pd.read_csv(out / "results" / "summary.csv")
+            assert set(summary.dataset) == {"folder"}
+            assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)
+            assert (out / "notebooks" / "08_beyond_instances.ipynb").exists()
+            folder_study_ran = True
+    assert folder_study_ran, "no documented command runs the study on a folder dataset"

@@ -7,7 +7,6 @@ import tifffile
 from PIL import Image
 
 from nucseg_lib.data import DataError, load_dataset, synthetic
-from tests.conftest import snakemake
 
 
 def make_folder(root, n=10, size=160, png_labels=True):
@@ -66,17 +65,6 @@ def test_folder_dataset_split_csv_and_errors(tmp_path):
     tifffile.imwrite(bad / "images" / "img01.tif", np.zeros((50, 60), np.uint16))
     with pytest.raises(DataError, match="img01"):
         load_dataset("folder", root=bad)
-
-
-@pytest.mark.slow
-def test_whole_study_on_a_folder_dataset_through_the_workflow(tmp_path):
-    root = make_folder(tmp_path / "mydata", n=12, size=256, png_labels=False)
-    out = tmp_path / "run"
-    snakemake(tmp_path, "dataset=folder", f"data_root={root}", "profile=smoke", f"out={out}", "book=false")
-    summary = pd.read_csv(out / "results" / "summary.csv")
-    assert set(summary.dataset) == {"folder"}
-    assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)
-    assert (out / "notebooks" / "08_beyond_instances.ipynb").exists()
 
 
 # ---------------------------------------------------------------- data safety: nothing dropped or merged silently

@@ -234,7 +234,7 @@ def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
     pm.execute_notebook(
         str(REPO / "notebooks" / "04_topk.ipynb"),
         str(tmp_path / "04.ipynb"),
-        parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1},
+        parameters={"out_dir": str(tmp_path), "k_fractions": [0.05], "seed": 1, "profile": "smoke"},
         cwd=str(REPO / "notebooks"),
         progress_bar=False,
         kernel_name="python3",
