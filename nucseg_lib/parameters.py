@@ -83,15 +83,6 @@ def flag(v) -> bool:
     raise ValueError("must be true or false")
 
 
-def one_of(*choices) -> Callable:
-    def check(v):
-        if v not in choices:
-            raise ValueError(f"must be one of {', '.join(map(str, choices))}")
-        return v
-
-    return check
-
-
 def text(v) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("must be a non-empty text")
@@ -135,16 +126,23 @@ def per_profile(item: Callable) -> Callable:
     return check
 
 
-def notebook_names(v):
+def select_notebooks(names) -> list[str]:
+    """The notebooks that ``names`` selects: ``'all'``, or names and prefixes; numbers are notebook numbers
+    (YAML reads ``notebooks=08`` as 8, and ``[01,08]`` arrives as text). ValueError naming an unknown one."""
     from .jobs import NOTEBOOKS
 
-    if v == "all":
-        return v
-    for n in _listed(v):
-        n = str(n)
-        n = f"{int(n):02d}" if n.isdigit() else n
+    if names == "all":
+        return list(NOTEBOOKS)
+    names = [str(n).strip() for n in _listed(names)]
+    names = [f"{int(n):02d}" if n.isdigit() else n for n in names]
+    for n in names:
         if not any(nb.startswith(n) for nb in NOTEBOOKS):
             raise ValueError(f"{n!r}: no notebook starts with that; notebooks are {', '.join(NOTEBOOKS)}")
+    return [nb for nb in NOTEBOOKS if any(nb.startswith(n) for n in names)]
+
+
+def notebook_names(v):
+    select_notebooks(v)
     return v
 
 

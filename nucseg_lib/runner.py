@@ -269,8 +269,8 @@ def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
             problems.append(f"notebook {name} is {rec.get('status')}")
         elif not nb.is_file():
             problems.append(f"notebooks/{name}.ipynb is missing")
-        elif executed_notebook_problem(nb):
-            problems.append(f"notebooks/{executed_notebook_problem(nb)}")
+        elif problem := executed_notebook_problem(nb):
+            problems.append(f"notebooks/{problem}")
     if record and not record.get("notebooks"):
         problems.append("no notebook has run")
     if problems:
