@@ -75,10 +75,12 @@ def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The whole study in the smoke profile through the workflow (Snakemake, local), with the book built."""
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    snakemake(out.parent, "profile=smoke", f"out={out}")
-    return out
+    """The whole study on the synthetic data at the smoke profile through the workflow (Snakemake, local), with
+    its book: book/reproduce.md's command that re-runs the study with a top-K grid of its own, run as written
+    with the substitutions of tests/test_documented_commands.py (so the suite runs that study once)."""
+    from tests.test_documented_commands import run_documented, synthetic_study_command
+
+    return run_documented(synthetic_study_command(), tmp_path_factory.mktemp("run"))
 
 
 # fixtures that train a model or run a whole study: a test that uses one is slow

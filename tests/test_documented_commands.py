@@ -12,7 +12,8 @@ are planned, nothing is submitted; tests/test_workflow_slurm.py runs the study o
 SLURM). The bioimage.io export and ``bioimageio test`` run as written (into the temporary folder). Make targets are checked with ``make -n`` (they run for real in CI's ``make test``
 and in ``make book``). A command of a kind this file does not know fails the test, so a new
 documented command needs a way to be checked here. The study on a folder dataset (``dataset=folder``)
-is also checked for what it wrote: the whole study ran on the user's images.
+is also checked for what it wrote: the whole study ran on the user's images. The study on the synthetic data
+with a top-K grid of its own runs once in the suite, as the ``smoke_run`` fixture that other tests read.
 """
 
 import os
@@ -109,6 +110,39 @@ def _prepare(cmd: str, tmp: Path, n: int) -> str:
     return cmd
 
 
+def synthetic_study_command() -> str:
+    """book/reproduce.md's command that runs the whole study on the synthetic data with a top-K grid of its own
+    (the suite's ``smoke_run``: the test below checks it through that fixture rather than running it twice)."""
+    [cmd] = [c for _, _, c in documented_commands() if "snakemake" in c and "k_fractions=" in c and "dataset=" not in c]
+    return cmd
+
+
+def _run_for(cmd: str, tmp: Path, n: int) -> list[str]:
+    """The argument list that runs documented command ``cmd`` (its n-th on the pages) in this test."""
+    args = shlex.split(cmd)
+    if args[0] == "make":
+        return ["make", "-n", *args[1:]]
+    if args[0].endswith(("bin/snakemake", "bin/papermill", "bin/nucseg", "bin/bioimageio")) or args[1:3] == [
+        "-m",
+        "nucseg_lib.bioimageio_export",
+    ]:
+        return shlex.split(_prepare(cmd, tmp, n))
+    raise ValueError(f"no check for the documented command {cmd!r}; add one to tests/test_documented_commands.py")
+
+
+def run_documented(cmd: str, tmp: Path, cwd: str = ".", n: int = 0) -> Path:
+    """Run documented command ``cmd`` as this module's docstring says, in ``tmp``; fails with its output.
+
+    Returns the run folder its ``out=`` names (a snakemake command), else ``tmp``.
+    """
+    run = _run_for(cmd, tmp, n)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(run, cwd=REPO / cwd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, f"`{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"
+    out = re.search(r"(?<=\s)out=(\S+)", " ".join(run))
+    return Path(out.group(1)) if out else tmp
+
+
 def test_the_pages_document_commands():
     cmds = [c for _, _, c in documented_commands()]
     assert "make book" in cmds and "make test" in cmds
@@ -137,33 +171,23 @@ def test_documented_slurm_commands_without_accounting_ask_squeue():
 
 
 @pytest.mark.slow
-def test_documented_commands_run_as_written(tmp_path):
+def test_documented_commands_run_as_written(tmp_path, smoke_run):
     if not (shared_data() / "coelho2009" / "data").is_dir():
         pytest.skip("the shared Coelho 2009 copy is needed by the documented commands")
-    seen = set()
+    # the synthetic study with its own top-K grid is the suite's smoke_run: it ran (as written) for the fixture
+    assert (smoke_run / "results" / "run.json").exists() and (smoke_run / "_build" / "html" / "index.html").exists()
+    synthetic, seen = synthetic_study_command(), set()
     folder_study_ran = False
     for n, (doc, cwd, cmd) in enumerate(documented_commands()):
-        args = shlex.split(cmd)
-        if args[0] == "make":
-            run = ["make", "-n", *args[1:]]
-        elif args[0].endswith(("bin/snakemake", "bin/papermill", "bin/nucseg", "bin/bioimageio")) or args[1:3] == [
-            "-m",
-            "nucseg_lib.bioimageio_export",
-        ]:
-            run = shlex.split(_prepare(cmd, tmp_path, n))
-        else:
-            pytest.fail(f"{doc}: no check for the documented command {cmd!r}; add one to this test")
-        key = (cwd, tuple(run))
-        if key in seen:  # e.g. the cpu and full commands become the same at the smoke profile
+        try:
+            key = (cwd, tuple(_run_for(cmd, tmp_path, n)))
+        except ValueError as exc:
+            pytest.fail(f"{doc}: {exc}")
+        if cmd == synthetic or key in seen:  # e.g. the cpu and full commands become the same at the smoke profile
             continue
         seen.add(key)
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        r = subprocess.run(run, cwd=REPO / cwd, capture_output=True, text=True, env=env)
-        assert r.returncode == 0, (
-            f"{doc}: `{cmd}` (run as `{' '.join(run)}` in {cwd}) failed:\n{(r.stdout + r.stderr)[-3000:]}"
-        )
+        out = run_documented(cmd, tmp_path, cwd, n)
         if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
-            out = tmp_path / "runs_my-data"
             summary = pd.read_csv(out / "results" / "summary.csv")
             assert set(summary.dataset) == {"folder"}
             assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)

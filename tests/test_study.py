@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from nucseg_lib.book import claims_table, verdict, write_results_page
 from nucseg_lib.study import SUMMARY_COLUMNS, Study, method_name, read_summary
+from tests.conftest import REPO
 
 
 def test_method_names():
@@ -56,9 +58,10 @@ def test_runner_writes_the_contract(smoke_run):
     for exp in ("baseline", "transfer", "topk", "boundary", "stardist", "receptive_field", "beyond"):
         assert exp in set(summary.experiment), exp
     methods = set(summary.method)
+    # smoke_run is the documented re-run with its own top-K grid, K = 5% and 30% (book/reproduce.md)
+    assert {m for m in methods if m.startswith("unet_topk_")} == {"unet_topk_0.05", "unet_topk_0.3"}
     assert {
         "unet_dice",
-        "unet_topk_0.1",
         "unet_dice+topk_0.1",
         "unet_oracle",
         "stardist",
@@ -91,17 +94,22 @@ def test_runner_writes_the_contract(smoke_run):
         "batch_size": 2,
         "patch_size_px": 64,
     }
-    # the claims table reads every claim from the results
+    # the claims table reads every claim from the results, but the report's top-K alone at 10/20/50%: not trained
     table = claims_table(summary)
-    assert (table["ours [95% CI]"] != "not run").all()
+    untrained = table.claim.str.startswith("Top-K alone")
+    assert untrained.sum() == 3 and (table["ours [95% CI]"][untrained] == "not run").all()
+    assert (table["ours [95% CI]"][~untrained] != "not run").all()
     assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
 
 
 def test_workflow_skips_finished_notebooks(smoke_run):
-    from tests.conftest import snakemake
+    """The command that made smoke_run, run again as a dry run, has nothing to do."""
+    from tests.test_documented_commands import _run_for, synthetic_study_command
 
-    r = snakemake(smoke_run.parent, "profile=smoke", f"out={smoke_run}", args=["-n"])
-    assert "Nothing to be done" in r.stdout
+    run = _run_for(synthetic_study_command(), smoke_run.parent, 0)
+    assert run[0].endswith("snakemake")
+    r = subprocess.run([run[0], "-n", *run[1:]], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 def test_workflow_refuses_to_write_into_the_reference(tmp_path):
