@@ -60,7 +60,8 @@ def main():
     from nucseg_lib.curves import evaluate_snapshot, learning_curve, plan, run_variant
     from nucseg_lib.machine import cpu_bf16_features, cpu_name
     from nucseg_lib.methods import METHODS
-    from nucseg_lib.study import Study, training_budget
+    from nucseg_lib.profiles import training_budget
+    from nucseg_lib.study import Study
 
     kind, default = SETTINGS[a.setting]
     values = [kind(v) for v in (a.values or default)]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .claims import CLAIMS, ERF_CLAIM, f1_target, merged_target, verdict
-from .study import read_summary
+from .results import read_summary
 
 
 def _read_run(results_dir: Path) -> dict:

@@ -3,6 +3,12 @@
     nucseg predict -o OUT images/                         # the published model, nucleus size estimated
     nucseg predict -m runs/my-run/export/unet_boundary -o OUT --nucleus-diameter 30 a.tif b.png
     nucseg predict -o OUT --pixel-size 0.65 'plate1/*.tif'
+    nucseg predict -m runs/my-run/export --method stardist -o OUT images/   # one of a run's exported models
+
+``-m`` names an exported model folder, or a folder of them (a run's ``export/``; the default is the
+repository's ``models/``, which publishes the boundary U-Net); ``--method`` picks one of them by
+method (default ``unet_boundary``). A method the folder does not hold is a usage error that lists
+what it does hold.
 
 For each input ``NAME.tif``/``.png`` it writes ``OUT/NAME_labels.tif`` (instance labels,
 uint16, or uint32 beyond 65535 nuclei), ``OUT/NAME_overlay.png`` (outlines on the image)
@@ -26,7 +32,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "models" / "unet_boundary-coelho2009"
+PUBLISHED_MODELS = REPO / "models"  # the models a fresh clone has (no download): the boundary U-Net
+DEFAULT_METHOD = "unet_boundary"
 SUFFIXES = (".tif", ".tiff", ".png")
 SOFTWARE = "nucseg predict"  # the TIFF/PNG Software tag of every image this command writes
 TABLE_HEADER = "label,area_px"  # how the nucleus tables this command writes begin
@@ -144,11 +151,38 @@ def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_
     return {**info, "nuclei": int(labels.max())}
 
 
+def model_folder(model, method: str | None) -> Path:
+    """The exported model folder that ``-m`` and ``--method`` name (see the module docstring); UsageError
+    naming the methods the folder holds when it has none or not the one asked for."""
+    from .predict import exported_models
+
+    folder = Path(model)
+    if not folder.is_dir():
+        raise UsageError(f"-m {folder}: no such folder")
+    offered = exported_models(folder)
+    holds = ", ".join(f"{m} ({p})" for m, p in offered.items()) or "none"
+    if not offered:
+        raise UsageError(f"-m {folder}: not an exported model folder, nor a folder of them (exported models: none)")
+    if method is None:  # a single model folder, or the default method of a folder of them
+        method = next(iter(offered)) if len(offered) == 1 else DEFAULT_METHOD
+    if method not in offered:
+        raise UsageError(
+            f"--method {method}: {folder} holds no such model; it holds: {holds}. A run of the study "
+            f"exports all three methods to <run>/export/ (notebook 08)"
+        )
+    return offered[method]
+
+
 def predict_main(a) -> int:
     from tqdm import tqdm
 
     from .predict import ModelError, Segmenter
 
+    try:
+        folder = model_folder(a.model, a.method)  # a usage error before any image is read
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     files = expand_inputs(a.inputs)
     out = Path(a.out)
     if out.exists() and not out.is_dir():
@@ -171,12 +205,12 @@ def predict_main(a) -> int:
     if not todo:
         return 1 if refused else 0
     try:
-        segmenter = Segmenter(a.model)
+        segmenter = Segmenter(folder)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"model: {a.model} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
+        f"model: {folder} ({segmenter.method}, trained on nuclei of {segmenter.diameter:.1f} px"
         + (f" at {segmenter.pixel_size:g} um/px" if segmenter.pixel_size else "")
         + f"; predicting in {segmenter.precision})"
     )
@@ -212,8 +246,19 @@ def main(argv=None) -> int:
     p.add_argument(
         "-m",
         "--model",
-        default=str(DEFAULT_MODEL),
-        help=f"exported model folder (default: the published {DEFAULT_MODEL.name})",
+        default=str(PUBLISHED_MODELS),
+        help="an exported model folder, or a folder of them such as a run's export/ (default: the published "
+        "models/, which holds unet_boundary)",
+    )
+    from .methods import METHODS
+
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default=None,
+        help="which model of a folder of them: "
+        + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values())
+        + f" (default: the folder's only model, else {DEFAULT_METHOD})",
     )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--pixel-size", type=float, default=None, help="micrometres per pixel of the inputs")

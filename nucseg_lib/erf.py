@@ -65,6 +65,28 @@ def effective_receptive_field(
     ``layer`` is ``'output'`` (the network's first output channel, the logit) or a
     name from :func:`layer_modules`. The model runs in eval mode (batch norm uses
     its running statistics), so the ERF does not depend on the batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The U-Net (:func:`~nucseg_lib.model.build_model`).
+    images : sequence of float arrays (H, W)
+        Images to crop ``size`` x ``size`` windows from (normalized as the model was trained).
+    position : (int, int), optional
+        Output pixel (row, col) in the window; default its centre.
+    size : int
+        Window side, in pixels.
+    n_images : int
+        Windows averaged (drawn from ``images`` with ``seed``).
+    layer : str
+        ``'output'`` or a layer name.
+    seed, batch_size : int
+        Window draw seed; windows per backward pass.
+
+    Returns
+    -------
+    float array (size, size)
+        The ERF map: the mean absolute gradient over the windows (not normalized).
     """
     position = position or (size // 2, size // 2)
     x_all = _inputs(images, size, n_images, seed)
@@ -98,7 +120,22 @@ def effective_receptive_field(
 
 
 def erf_radius(erf: np.ndarray, position: tuple[int, int] | None = None, mass: float = 0.95) -> float:
-    """Radius (pixels) of the disc centred at ``position`` holding ``mass`` of the ERF's total absolute value."""
+    """Radius of the disc centred at ``position`` that holds ``mass`` of the ERF's total absolute value.
+
+    Parameters
+    ----------
+    erf : float array (H, W)
+        An ERF map (:func:`effective_receptive_field`).
+    position : (int, int), optional
+        Centre (row, col); default the map's centre.
+    mass : float
+        Fraction of the total (0.95: the radius holding 95% of the gradient mass).
+
+    Returns
+    -------
+    float
+        Radius in pixels of the model's input.
+    """
     erf = np.abs(np.asarray(erf, dtype=np.float64))
     h, w = erf.shape
     position = position or (h // 2, w // 2)

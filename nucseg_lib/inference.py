@@ -51,6 +51,28 @@ def predict_probabilities(
     the pixels, and took 2.2 s per megapixel on 2 CPU cores against 0.86 s in one pass
     (``benchmarks/bench_unet.py``). Hence the default of 1024: images up to a megapixel go
     in one pass, larger ones in tiles that keep memory bounded.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A U-Net (:func:`~nucseg_lib.model.build_model`).
+    image : float array (H, W)
+        The image (raw intensities, or normalized with ``normalize=False``); any size.
+    tile, overlap : int
+        Tile side and overlap in pixels; ``tile=None``: one pass.
+    device : torch.device, optional
+        Default: the model's.
+    normalize : bool
+        Percentile-normalize ``image`` first (1 and 99.8).
+    batch_size : int
+        Tiles per forward pass.
+    precision : str, optional
+        ``'fp32'`` or ``'bf16'``; default the model's.
+
+    Returns
+    -------
+    float32 array (C, H, W)
+        Softmax probabilities (3 classes) or the sigmoid (1 class), at the image's size.
     """
     image = np.asarray(image)
     if image.ndim != 2:

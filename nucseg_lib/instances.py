@@ -167,14 +167,47 @@ def tune_watershed(probs: list, truths: list, grid: dict | None = None, thresh: 
     (default: ``seed_threshold`` 0.5/0.6/0.7 x ``h`` none/0.5/1/2/3 pixels). Returns
     ``(best_params, table)``, the table holding pooled F1, merged and split counts for
     every combination, best first.
+
+    Parameters
+    ----------
+    probs : list of float arrays (3, H, W)
+        The U-Net's probability maps of the validation images.
+    truths : list of int arrays (H, W)
+        Their ground-truth instance labels, at the same size.
+    grid : dict, optional
+        Parameter name -> candidate values (keyword arguments of :func:`watershed_boundary`).
+    thresh : float
+        IoU threshold of the F1 that is maximised.
+
+    Returns
+    -------
+    (dict, DataFrame)
+        The best parameters and the table of all candidates.
     """
     grid = grid or {"seed_threshold": [0.5, 0.6, 0.7], "h": [None, 0.5, 1.0, 2.0, 3.0]}
     return tune_instances(watershed_boundary, probs, truths, grid, thresh)
 
 
 def tune_components(probs: list, truths: list, grid: dict | None = None, thresh: float = 0.5):
-    """Pick the foreground threshold of :func:`connected_components` (default grid 0.3-0.7) that
-    maximises pooled F1 at IoU ``thresh`` on **validation** images; returns ``(best_params, table)``."""
+    """Pick the foreground threshold of :func:`connected_components` that maximises pooled F1 at IoU
+    ``thresh`` on **validation** images.
+
+    Parameters
+    ----------
+    probs : list of float arrays (H, W)
+        Foreground probabilities of the validation images.
+    truths : list of int arrays (H, W)
+        Their ground-truth instance labels.
+    grid : dict, optional
+        Parameter name -> candidate values (default: ``threshold`` 0.3-0.7).
+    thresh : float
+        IoU threshold of the F1 that is maximised.
+
+    Returns
+    -------
+    (dict, DataFrame)
+        The best parameters and the table of all candidates, best first.
+    """
     grid = grid or {"threshold": [0.3, 0.4, 0.5, 0.6, 0.7]}
     return tune_instances(connected_components, probs, truths, grid, thresh)
 

@@ -11,7 +11,7 @@ resumes from what is complete and names a failed job with its log. The jobs are:
 - ``curve``: train one long run of the learning curves (method, scale, training seed) with
   snapshots, evaluate them, and write ``results/curves/<method>-<scale>x-seed<seed>.csv``;
 - ``assemble``: join the fragments into ``results/summary.csv`` and the jobs' timings into
-  ``results/run.json`` (the results contract of :mod:`nucseg_lib.study`).
+  ``results/run.json`` (the results contract of :mod:`nucseg_lib.results`).
 
 Each model, notebook and curve job first writes ``results/machines/<job>.json``: the CPU, GPU and
 precision it ran on. A run resumed on another machine, or spread over a cluster's nodes, then says
@@ -109,7 +109,7 @@ def study_from_params(params: dict):
             **kw,
         )
         study.out_dir = study.out_dir.resolve()
-        study.results_dir, study.models_dir = study.out_dir / "results", study.out_dir / "models"
+        study.results.folder, study.models_dir = study.out_dir / "results", study.out_dir / "models"
         if study.data_root is not None:
             study.data_root = str(Path(study.data_root).resolve())
         return study
@@ -285,7 +285,8 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     import pandas as pd
 
     from .machine import hardware
-    from .study import SUMMARY_COLUMNS, read_summary, resolve_profile, training_budget
+    from .profiles import resolve_profile, training_budget
+    from .results import SUMMARY_COLUMNS, read_summary
 
     run = Path(run)
     results = run / "results"

@@ -57,7 +57,22 @@ def dice(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def boundary_band(mask: np.ndarray, width: int = 7, sigma: float = 1.0) -> np.ndarray:
-    """Canny edges of a binary mask, dilated with a ``width`` x ``width`` square (pixels)."""
+    """Canny edges of a binary mask, dilated with a ``width`` x ``width`` square: the band of :func:`boundary_dice`.
+
+    Parameters
+    ----------
+    mask : array (H, W)
+        Binary mask (or instance labels: binarized, nonzero is foreground).
+    width : int
+        Side of the square, in pixels (the report's 7).
+    sigma : float
+        Gaussian of the Canny detector, in pixels.
+
+    Returns
+    -------
+    bool array (H, W)
+        The band.
+    """
     from scipy import ndimage as ndi
     from skimage.feature import canny
 
@@ -80,6 +95,18 @@ def boundary_dice(truth: np.ndarray, pred: np.ndarray, width: int = 7, sigma: fl
     mask agreement near the boundary rather than edge agreement; it is higher
     for the same prediction. We use the first reading because the paper says
     the boundaries themselves "have poor alignment".
+
+    Parameters
+    ----------
+    truth, pred : arrays (H, W)
+        Ground-truth and predicted masks or instance labels, of one shape.
+    width, sigma : int, float
+        Band width and Canny sigma in pixels (:func:`boundary_band`).
+
+    Returns
+    -------
+    float
+        Dice of the two bands, in [0, 1].
     """
     return dice(boundary_band(truth, width, sigma), boundary_band(pred, width, sigma))
 
@@ -302,7 +329,19 @@ def pool(per_image: pd.DataFrame, by: Sequence[str] = ("thresh",)) -> pd.DataFra
 def bootstrap_ci(values_fn, n_items: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
     """Percentile bootstrap over items: ``values_fn(idx)`` gives the statistic on the resampled index array.
 
-    Returns (low, high). With a single item the interval collapses to the point value.
+    Parameters
+    ----------
+    values_fn : callable
+        Maps an int array of resampled item indices to the statistic (a float).
+    n_items : int
+        Number of items (images) to resample.
+    n_boot, level, seed : int, float, int
+        Resamples, coverage of the interval (0.95: a 95% CI) and the generator's seed.
+
+    Returns
+    -------
+    (float, float)
+        ``(low, high)``. With a single item the interval collapses to the point value.
     """
     rng = np.random.default_rng(seed)
     if n_items <= 1:
@@ -394,7 +433,20 @@ def instance_summary(
 
 
 def mean_with_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean of per-image values with a 95% percentile bootstrap CI: keys ``value, ci_low, ci_high, n_images``."""
+    """Mean of per-image values with a 95% percentile bootstrap CI.
+
+    Parameters
+    ----------
+    values : sequence of float
+        One value per image.
+    n_boot, seed : int
+        Bootstrap resamples and the generator's seed.
+
+    Returns
+    -------
+    dict
+        ``value, ci_low, ci_high, n_images``.
+    """
     v = np.asarray(values, dtype=float)
     lo, hi = bootstrap_ci(lambda idx: v[idx].mean(), len(v), n_boot, seed=seed)
     return {"value": float(v.mean()), "ci_low": lo, "ci_high": hi, "n_images": int(len(v))}
@@ -414,7 +466,22 @@ def paired_difference(
     resample draws images (with replacement) and pools both methods' counts over the same
     draw, so the interval reflects how much the *difference* depends on which images were
     tested. An interval that contains 0 means the data cannot tell the two methods apart.
-    Returns ``value, ci_low, ci_high, n_images``.
+
+    Parameters
+    ----------
+    per_image_a, per_image_b : DataFrame
+        :func:`evaluate_instances` tables of methods A and B on the same images.
+    metric : str
+        A score of :func:`scores_from_counts` (``f1``, ``precision``, ``recall``, ``accuracy``, ``pq``).
+    thresh : float
+        IoU threshold.
+    n_boot, seed : int
+        Bootstrap resamples of the images and the generator's seed.
+
+    Returns
+    -------
+    dict
+        ``value`` (A minus B), ``ci_low``, ``ci_high``, ``n_images``.
     """
 
     def counts(per_image):

@@ -202,6 +202,23 @@ def build_model(
     ImageNet weights, found by :func:`find_imagenet_weights`; ``weights`` may name
     the file) or a path to a trained-model folder or ``.pt`` state dict whose
     encoder is copied (transfer from another dataset).
+
+    Parameters
+    ----------
+    out_channels : int
+        1 (foreground logit) or 3 (background, interior, boundary).
+    init : str
+        ``'scratch'``, ``'imagenet'`` or a trained-model folder / ``.pt`` path.
+    depth : int
+        4 (the encoder down to 1/16 of the input, the report's) or 5 (to 1/32).
+    decoder_base : int
+        Channels of the decoder's full-resolution stage (they double at each coarser stage).
+    weights : path, optional
+        The ImageNet weights file (``init='imagenet'``).
+
+    Returns
+    -------
+    UNet
     """
     model = UNet(1, out_channels, depth, decoder_base)
     if init == "scratch":

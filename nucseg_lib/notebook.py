@@ -63,9 +63,9 @@ def findings(study: Study) -> str:
     """
     from .book import claims_table, format_ci
     from .claims import CLAIMS, ERF_CLAIM
-    from .study import read_summary
+    from .results import read_summary
 
-    summary = read_summary(study.summary_path)
+    summary = read_summary(study.results.summary_path)
     mine = {c[0].split(" (")[0] for c in [*CLAIMS, ERF_CLAIM] if c[1] == study.experiment}
     table = claims_table(summary)
     table = table[[any(str(c).startswith(m) for m in mine) for c in table.claim]]

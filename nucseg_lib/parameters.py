@@ -114,7 +114,7 @@ def optional(check: Callable) -> Callable:
 
 def per_profile(item: Callable) -> Callable:
     def check(v):
-        from .study import PROFILES
+        from .profiles import PROFILES
 
         if not isinstance(v, dict):
             raise ValueError("must map each profile to a value")
@@ -147,7 +147,7 @@ def notebook_names(v):
 
 
 def profile_name(v):
-    from .study import PROFILES
+    from .profiles import PROFILES
 
     if v not in PROFILES:
         raise ValueError(f"unknown profile {v!r}; choose from {', '.join(PROFILES)}")

@@ -64,6 +64,36 @@ def export_model(
     factor by which the training images were downscaled (the first guess for new images).
     ``pixel_size_um``: micrometres per pixel at the model's scale, if known. ``weights``: other
     weights of ``source``'s model than its ``weights.pt`` (a learning-curve snapshot).
+
+    Parameters
+    ----------
+    out : path
+        The exported model folder to write.
+    method : str
+        A method of :data:`~nucseg_lib.methods.METHODS`.
+    postprocess : dict
+        Post-processing parameters chosen on validation images (:meth:`Method.tune`).
+    train_labels : list of int arrays
+        Training labels at the model's scale.
+    scale : float
+        Downscaling factor of the training images.
+    source : path, optional
+        Trained U-Net folder (U-Net methods).
+    stardist_model : StarDist2D, optional
+        Trained StarDist (``method='stardist'``).
+    pixel_size_um : float, optional
+        Micrometres per pixel at the model's scale.
+    card : str
+        The model card (``README.md``); default a one-line stub.
+    extra : dict, optional
+        More fields for ``nucseg-model.json`` (test scores, provenance).
+    weights : path, optional
+        Weights other than ``source``'s ``weights.pt``.
+
+    Returns
+    -------
+    Path
+        ``out``.
     """
     import torch
 
@@ -177,6 +207,26 @@ def read_settings(folder) -> dict:
     return settings
 
 
+def exported_models(folder) -> dict[str, Path]:
+    """``{method: model folder}`` that ``folder`` offers: itself when it is an exported model folder, else its
+    subfolders that are (a run's ``export/``, the repository's ``models/``), in name order; ModelError when a
+    folder's ``nucseg-model.json`` is broken or two subfolders hold the same method."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        return {read_settings(folder)["method"]: folder}
+    offered: dict[str, Path] = {}
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if (sub / MODEL_FILE).is_file():
+            method = read_settings(sub)["method"]
+            if method in offered:
+                raise ModelError(
+                    f"{folder}: {offered[method].name} and {sub.name} are both {method} models; "
+                    f"name one with -m {folder}/<its folder>"
+                )
+            offered[method] = sub
+    return offered
+
+
 def normalization_of(settings: dict, path) -> dict:
     """The percentile normalization an exported model was trained with (``{"pmin", "pmax"}``, percent);
     the study's 1 and 99.8 for models that record none; ModelError naming ``path`` when malformed."""
@@ -283,6 +333,20 @@ class Segmenter:
         factor among 1, 2, 4, 8 that finds the most) gives the median nucleus diameter in input
         pixels; when that is within the zoom range of training (0.75-1.33 times the training
         diameter) the first pass stands, otherwise a second pass runs at the factor it implies.
+
+        Parameters
+        ----------
+        image : array (H, W)
+            One channel, raw intensities; any size.
+        pixel_size : float, optional
+            Micrometres per pixel of ``image`` (models that record their pixel size).
+        nucleus_diameter : float, optional
+            Typical nucleus diameter in pixels of ``image``.
+
+        Returns
+        -------
+        (int32 array (H, W), dict)
+            Instance labels and ``factor``, ``diameter_px``, ``how``.
         """
         image = np.asarray(image)
         if image.ndim != 2:

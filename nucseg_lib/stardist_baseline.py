@@ -169,6 +169,23 @@ def train_stardist(
     ``snapshot_steps``: step counts (multiples of ``steps_per_epoch``) after which the
     weights are kept in ``snapshots/`` (:func:`snapshots`). ``stop_after_epoch`` stops
     as an interruption would, after that many epochs in all, and returns None.
+
+    Parameters
+    ----------
+    config : StarDistConfig
+        Budget, patch size, rays, grid, seed.
+    train_samples, val_samples : sequence of Sample
+        Training and validation images (validation also tunes the thresholds).
+    basedir : path
+        Where the model folder ``name`` goes.
+    name : str
+        The model folder's name.
+    verbose, snapshot_steps, stop_after_epoch
+        See above.
+
+    Returns
+    -------
+    StarDist2D or None
     """
     configure_tensorflow(config.threads)
     from stardist.models import Config2D, StarDist2D
@@ -456,8 +473,24 @@ def load_stardist(folder):
 
 
 def predict_stardist(model, image: np.ndarray, max_side: int = 1024, normalize: bool = True) -> np.ndarray:
-    """Instance labels (int32) for one raw image, normalized like the training data (percentiles 1 and 99.8;
-    ``normalize=False``: ``image`` is normalized already); tiles large images."""
+    """Instance labels for one image, with StarDist's tuned thresholds; tiles large images.
+
+    Parameters
+    ----------
+    model : StarDist2D
+        A trained model (:func:`train_stardist`).
+    image : array (H, W)
+        Raw intensities, normalized here like the training data (percentiles 1 and 99.8).
+    max_side : int
+        Images with a longer side are predicted in tiles.
+    normalize : bool
+        False: ``image`` is normalized already.
+
+    Returns
+    -------
+    int32 array (H, W)
+        Instance labels, 0 = background.
+    """
     x = normalize_percentile(image) if normalize else np.asarray(image, np.float32)
     n_tiles = tuple(int(np.ceil(s / max_side)) for s in x.shape)
     labels, _ = model.predict_instances(x, n_tiles=n_tiles, show_tile_progress=False, verbose=False)

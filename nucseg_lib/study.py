@@ -1,188 +1,22 @@
-"""The study's shared plumbing: profiles, data per profile, cached models, and the results contract.
+"""A study run as a notebook sees it: the data splits of its profile, its cached models, and its results.
 
-Notebooks create one :class:`Study` from their parameters and use it to load
-the splits, train (or reuse) models and record numbers. Results go to
-``<out_dir>/results/``:
-
-- ``parts/<experiment>.csv``: the summary rows of one notebook, one row per
-  (experiment, dataset, profile, method, metric) with columns :data:`SUMMARY_COLUMNS`;
-  a notebook's :class:`Study` starts its fragment afresh, and recording a row again
-  replaces it. Each notebook writes only its own fragment, so notebooks can run in
-  parallel; the workflow's ``assemble`` job joins the fragments into ``summary.csv``;
-- ``<experiment>_*.csv``: tidy per-image tables behind the summary rows.
-
-Profiles (:data:`PROFILES`) set the data size and training budget:
-``smoke`` (seconds, CI and nbval), ``demo`` (the notebooks' default in JupyterLab: about a
-minute of training per model), ``quick`` (the embedded synthetic data, ``make book``: see the
-README for its time), ``cpu`` (real data, downscaled: 57 minutes on a 2-core AMD EPYC Zen 4
-with native bf16, where one 1600-step U-Net trains in 6.4 minutes; about three hours on a
-2-core Zen 2 in fp32, where it takes 23, and three and a half on a 2-core Zen 3 in fp32, where it
-takes about 27) and ``full`` (the paper's settings, for a GPU).
+Notebooks create one :class:`Study` from their parameters and use it to load the splits, train
+(or reuse) models, and record numbers through :attr:`Study.results`
+(:class:`~nucseg_lib.results.Results`: the results contract). The budgets are the profiles of
+:mod:`nucseg_lib.profiles`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from .claims import PAPER  # noqa: F401 (notebooks import it from here)
 from .data import load_dataset
 from .data.common import Sample
-
-SUMMARY_COLUMNS = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
-SUMMARY_KEY = ["experiment", "dataset", "profile", "method", "metric"]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Budget of a study run. ``scale`` maps a dataset name to its downscaling factor."""
-
-    name: str
-    epochs: int
-    steps_per_epoch: int
-    batch_size: int
-    patch_size: int
-    stardist_epochs: int
-    stardist_steps: int
-    scale: dict = field(default_factory=dict)
-    synthetic: dict = field(default_factory=dict)
-    max_images: int | None = None  # cap on real images per split (smoke runs on real data)
-    erf_images: int = 16
-    n_boot: int = 1000
-    precision: str = "auto"  # U-Net training/inference: bf16 where this machine runs it faster (nucseg_lib.machine)
-    lr: float = 1e-4  # Adam learning rate of the U-Nets (the report's 1e-4; StarDist keeps its own, 3e-4)
-    ema: float = 0.0  # decay per step of the U-Nets' weight average (TrainConfig.ema; 0: the last weights)
-    # learning curves (notebook 09): snapshot step counts of one long run per method and seed, the
-    # training seeds, and the extra scales at which StarDist also runs (beside ``scale``)
-    curve_budgets: tuple = ()
-    curve_seeds: tuple = (0, 1)
-    curve_stardist_scales: dict = field(default_factory=dict)
-
-
-PROFILES = {
-    "smoke": Profile(
-        "smoke",
-        epochs=2,
-        steps_per_epoch=2,
-        batch_size=2,
-        patch_size=64,
-        stardist_epochs=1,
-        stardist_steps=2,
-        scale={"coelho2009": 8, "kromp2020": 4},
-        synthetic=dict(n_train=6, n_test=3, size=96),
-        max_images=6,
-        erf_images=2,
-        n_boot=100,
-        curve_budgets=(2, 4, 6),
-        curve_seeds=(0,),  # one training seed: each curve job is mostly start-up time here
-        curve_stardist_scales={"coelho2009": 4},
-    ),
-    # StarDist needs ~400 steps on the synthetic data: at 200 steps its object probabilities peaked at
-    # ~0.2 and its F1 at IoU 0.5 was 0.02, at 400 steps 0.94. The quick profile gives it 20 epochs to the
-    # U-Nets' 10.
-    # what a student stepping through a notebook in JupyterLab gets by default: about a minute of
-    # training per model on synthetic data, rough but real numbers
-    "demo": Profile(
-        "demo",
-        epochs=8,
-        steps_per_epoch=20,
-        batch_size=4,
-        patch_size=128,
-        stardist_epochs=10,
-        stardist_steps=30,
-        scale={"coelho2009": 4, "kromp2020": 2},
-        synthetic=dict(n_train=24, n_test=8, size=192),
-        erf_images=4,
-        n_boot=200,
-        curve_budgets=(40, 80, 160),
-        curve_seeds=(0,),
-        curve_stardist_scales={},
-    ),
-    "quick": Profile(
-        "quick",
-        epochs=10,
-        steps_per_epoch=20,
-        batch_size=8,
-        patch_size=128,
-        stardist_epochs=20,
-        stardist_steps=20,
-        scale={"coelho2009": 4, "kromp2020": 2},
-        synthetic=dict(n_train=40, n_test=15, size=256),
-        erf_images=16,
-        curve_budgets=(40, 80, 160),
-        curve_seeds=(0,),
-        curve_stardist_scales={"coelho2009": 2},
-    ),
-    # the published reference run. Its budget is the knee of the learning curves (reference/coelho2009-cpu-curves,
-    # seeds 0 and 1, lr 1e-4): the boundary U-Net's validation F1@0.5 rose 0.888/0.905 -> 0.916/0.911 ->
-    # 0.931/0.932 from 400 to 800 to 1600 steps and only to 0.936/0.935 at 3000; StarDist 4x's test F1@0.5
-    # 0.835 -> 0.893 -> 0.911 -> 0.917. 1600 steps (80 epochs of 20) for every model; 400 steps before the curves.
-    # U-Nets at Adam lr 1e-3, chosen on validation images at that budget (benchmarks/compare_training.py
-    # --setting lr, book/methods.md): on an Intel Xeon with AMX the boundary U-Net's validation F1@0.5 was
-    # 0.943/0.943 (seeds 0/1) at 1e-3, 0.937/0.937 at 3e-4 and 0.933/0.924 at the report's 1e-4. On an AMD EPYC
-    # (AVX512-BF16, other bf16 kernels, other models) 0.919/0.939, 0.938/0.931 and 0.930/0.926: over the four
-    # trainings 1e-3 and 3e-4 tie (mean 0.936), 1e-4 trails (0.928). 3e-4 from 2026-11-29, 1e-3 since 2026-12-02.
-    "cpu": Profile(
-        "cpu",
-        epochs=80,
-        steps_per_epoch=20,
-        batch_size=8,
-        patch_size=128,
-        stardist_epochs=80,
-        stardist_steps=20,
-        scale={"coelho2009": 4, "kromp2020": 2},
-        synthetic=dict(n_train=80, n_test=25, size=256),
-        erf_images=32,
-        lr=1e-3,
-        ema=0.995,  # the weight average: book/methods.md, "Weight average"
-        curve_budgets=(200, 400, 800, 1600, 3000),
-        curve_stardist_scales={"coelho2009": 2, "kromp2020": 1},
-    ),
-    "full": Profile(
-        "full",
-        epochs=100,
-        steps_per_epoch=50,
-        batch_size=8,
-        patch_size=256,
-        stardist_epochs=100,
-        stardist_steps=50,
-        scale={"coelho2009": 2, "kromp2020": 1},
-        synthetic=dict(n_train=200, n_test=50, size=512),
-        erf_images=64,
-        curve_budgets=(1000, 2500, 5000, 10000),
-        curve_stardist_scales={"coelho2009": 1},
-    ),
-}
-
-
-def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose from {sorted(PROFILES)}")
-    return PROFILES[name]
-
-
-def resolve_profile(name: str, **overrides) -> Profile:
-    """Profile ``name`` with the given fields replaced (``None`` values keep the profile's)."""
-    return replace(get_profile(name), **{k: v for k, v in overrides.items() if v is not None})
-
-
-def training_budget(profile: Profile) -> dict:
-    """What every model of a run trains for (recorded in ``run.json``): steps, epochs, batch, patch (px)."""
-    return {
-        "unet_steps": profile.epochs * profile.steps_per_epoch,
-        "unet_epochs": profile.epochs,
-        "unet_lr": profile.lr,
-        "unet_ema": profile.ema,
-        "stardist_steps": profile.stardist_epochs * profile.stardist_steps,
-        "stardist_epochs": profile.stardist_epochs,
-        "batch_size": profile.batch_size,
-        "patch_size_px": profile.patch_size,
-    }
+from .profiles import resolve_profile
+from .results import Results
 
 
 class Study:
@@ -209,14 +43,12 @@ class Study:
 
         check_run_folder(out_dir)  # not reference/ (its results would be truncated), not the repository's sources
         self.out_dir = Path(out_dir)
-        self.results_dir = self.out_dir / "results"
         self.models_dir = self.out_dir / "models"
-        self.results_dir.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.results = Results(
+            self.out_dir / "results", experiment, dataset, self.profile.name, self.profile.n_boot, seed
+        )
         self._splits = None
-        if experiment:  # a notebook run owns its fragment: start it afresh (header only)
-            self.summary_path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(columns=SUMMARY_COLUMNS).to_csv(self.summary_path, index=False)
 
     # ---------------------------------------------------------------- data
     @property
@@ -308,9 +140,29 @@ class Study:
         snapshot_steps=(),
         **kw,
     ):
-        """Train or reuse the U-Net for ``loss``/``init``; returns ``(model, history, folder)``.
+        """Train or reuse the U-Net for ``loss``/``init`` on this run's data at its profile's budget.
 
-        ``snapshot_steps`` keep the weights after those step counts (learning curves)."""
+        Parameters
+        ----------
+        loss : str
+            Loss specification (:func:`~nucseg_lib.losses.make_loss`: ``dice``, ``topk:0.1``,
+            ``dice+topk:0.1``, ``boundary_ce:3``, ...).
+        init : str
+            ``scratch``, ``imagenet`` or a trained-model folder (:func:`~nucseg_lib.model.build_model`).
+        train, val : list of Sample, optional
+            Other training / validation images than the run's (a custom training set gets its own cache key).
+        name : str, optional
+            Folder name prefix; default :func:`method_name`.
+        snapshot_steps : sequence of int
+            Keep the weights after those step counts (learning curves).
+        **kw
+            Other :class:`~nucseg_lib.training.TrainConfig` fields.
+
+        Returns
+        -------
+        (UNet, DataFrame, Path)
+            The model, its training history and its folder under ``models/``.
+        """
         from .training import train_or_load
 
         cfg = self.unet_config(loss, init, **kw)
@@ -356,104 +208,11 @@ class Study:
         )
 
     # ---------------------------------------------------------------- results
-    @property
-    def summary_path(self) -> Path:
-        """This experiment's fragment of the summary: ``results/parts/<experiment>.csv``."""
-        return self.results_dir / "parts" / f"{self.experiment or 'interactive'}.csv"
-
-    def record(
-        self,
-        method: str,
-        metric: str,
-        value: float,
-        ci_low=np.nan,
-        ci_high=np.nan,
-        n_images=0,
-        experiment: str | None = None,
-    ):
-        """Write (or replace) one row of ``summary.csv``."""
-        row = {
-            "experiment": experiment or self.experiment,
-            "dataset": self.dataset,
-            "profile": self.profile.name,
-            "method": method,
-            "metric": metric,
-            "value": float(value),
-            "ci_low": float(ci_low),
-            "ci_high": float(ci_high),
-            "n_images": int(n_images),
-        }
-        self.record_rows(pd.DataFrame([row]))
-
-    def record_rows(self, rows: pd.DataFrame):
-        """Upsert rows (with :data:`SUMMARY_COLUMNS`) into ``summary.csv``, keyed by :data:`SUMMARY_KEY`."""
-        rows = rows[SUMMARY_COLUMNS]
-        old = read_summary(self.summary_path)
-        if len(old):
-            keys = set(map(tuple, rows[SUMMARY_KEY].astype(str).to_numpy()))
-            old = old[[tuple(r) not in keys for r in old[SUMMARY_KEY].astype(str).to_numpy()]]
-        out = pd.concat([old, rows], ignore_index=True) if len(old) else rows
-        self.summary_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.summary_path.with_suffix(".tmp")
-        out.to_csv(tmp, index=False)
-        os.replace(tmp, self.summary_path)
-
-    def record_mean(self, method: str, metric: str, per_image_values, experiment: str | None = None):
-        """Record the mean of per-image values with its 95% bootstrap CI."""
-        from .metrics import mean_with_ci
-
-        s = mean_with_ci(per_image_values, n_boot=self.profile.n_boot, seed=self.seed)
-        self.record(method, metric, s["value"], s["ci_low"], s["ci_high"], s["n_images"], experiment)
-        return s
-
-    def record_instances(
-        self, method: str, per_image: pd.DataFrame, experiment: str | None = None, thresholds=(0.5, 0.7)
-    ):
-        """Record pooled instance scores (f1, precision, recall, accuracy, pq, ap, merged, split) with CIs."""
-        from .metrics import instance_summary
-
-        summ = instance_summary(per_image, thresholds=thresholds, n_boot=self.profile.n_boot, seed=self.seed)
-        summ = summ.assign(
-            experiment=experiment or self.experiment, dataset=self.dataset, profile=self.profile.name, method=method
-        )
-        self.record_rows(summ)
-        return summ
-
     def score_instances(self, preds: dict, table: str):
-        """Score each method's instance labels on the test images at their native resolution: ``(per_image, summary)``.
-
-        ``preds`` maps a method name to its label images, in the order of :attr:`test` (at the
-        study's scale). Each is brought back to its image's native size (nearest neighbour, ids
-        kept) and matched against the native ground truth, as the report scores and as the
-        learning curves and ``nucseg predict`` do. The per-image table
-        (:func:`~nucseg_lib.metrics.evaluate_instances`, with a ``method`` column) is saved as
-        ``results/<table>.csv`` and the pooled scores with CIs are recorded
-        (:meth:`record_instances`) and returned.
-        """
-        from .data.common import resize_labels
-        from .metrics import evaluate_instances
-
-        native = self.native_test()
-        wrong = {m: len(p) for m, p in preds.items() if len(p) != len(native)}
-        if wrong:
-            raise ValueError(f"{table}: predictions for {wrong} images, but there are {len(native)} test images")
-        truths, names, groups = [s.labels for s in native], [s.name for s in native], [s.group for s in native]
-        per_image = pd.concat(
-            [
-                evaluate_instances(
-                    truths, [resize_labels(q, t.shape) for q, t in zip(p, truths)], names, groups
-                ).assign(method=m)
-                for m, p in preds.items()
-            ]
-        )
-        self.save_table(table, per_image)
-        summary = pd.concat([self.record_instances(m, per_image[per_image.method == m]) for m in preds])
-        return per_image, summary
-
-    def save_table(self, name: str, df: pd.DataFrame) -> None:
-        """Write a tidy table to ``results/<name>.csv`` (returns nothing, so a notebook cell ending
-        with it shows no output)."""
-        df.to_csv(self.results_dir / f"{name}.csv", index=False)
+        """Score each method's instance labels (in the order of :attr:`test`, at the study's scale) on the test
+        images at their native resolution, as the report, the learning curves and ``nucseg predict`` do:
+        :meth:`Results.score_instances <nucseg_lib.results.Results.score_instances>`."""
+        return self.results.score_instances(self.native_test(), preds, table)
 
 
 def parameter_list(value, name: str, allow_empty: bool = False) -> list[float]:
@@ -500,10 +259,3 @@ def method_name(loss: str, init: str = "scratch") -> str:
     if init != "scratch":
         name += "_" + (init if init == "imagenet" else "transfer")
     return name
-
-
-def read_summary(path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    return pd.read_csv(path)

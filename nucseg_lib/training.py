@@ -238,6 +238,28 @@ def train(
     (``diverged.json`` records it, no weights are written), :class:`ModelFolderError` when
     ``out_dir`` holds another configuration's files or a corrupt checkpoint, and
     ``RuntimeError`` when no training step ran (a time budget spent before the first epoch).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Loss, initialisation, budget, patch size, precision, seed.
+    train_samples, val_samples : sequence of Sample
+        Training and validation images with their labels.
+    out_dir : path
+        The model folder (:mod:`~nucseg_lib.model_folder`): checkpoints, ``history.csv``, ``weights.pt``.
+    device : torch.device, optional
+        Default: a GPU when there is one, else the CPU.
+    progress : bool
+        A progress bar over the epochs.
+    stop_after_epoch : int, optional
+        Stop after this epoch, as an interruption would.
+    snapshot_steps : sequence of int
+        Step counts whose weights are kept.
+
+    Returns
+    -------
+    (UNet, DataFrame)
+        The trained model (eval mode) and the per-epoch history.
     """
     from tqdm import tqdm  # text bar: works in terminals, papermill and the rendered book alike
 
@@ -403,7 +425,23 @@ def train_or_load(
 ):
     """Reuse the trained model of this exact configuration if its folder has weights, else train (or resume) it.
 
-    Returns ``(model, history, folder)``.
+    Parameters
+    ----------
+    config : TrainConfig
+        The configuration; its :meth:`TrainConfig.key` names the folder (with ``name``).
+    train_samples, val_samples : sequence of Sample
+        Training and validation images.
+    models_dir : path
+        The run's ``models/`` folder.
+    name : str, optional
+        Readable prefix of the folder name (e.g. ``unet_dice``).
+    device, progress, snapshot_steps
+        As for :func:`train`.
+
+    Returns
+    -------
+    (UNet, DataFrame, Path)
+        The model, its history and its folder.
     """
     folder = model_folder(models_dir, config, name)
     if (folder / "weights.pt").is_file():

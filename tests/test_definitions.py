@@ -99,7 +99,7 @@ def test_bootstrap_interval_is_the_central_95_percent():
     lo, hi = M.bootstrap_ci(lambda idx: next(draws), n_items=5, n_boot=1000)
     assert (lo, hi) == pytest.approx((24.975, 974.025))
     # the real-data profiles resample the test images 1000 times, as Methods says
-    from nucseg_lib.study import get_profile
+    from nucseg_lib.profiles import get_profile
 
     assert get_profile("cpu").n_boot == get_profile("full").n_boot == 1000
 

@@ -167,3 +167,50 @@ def test_docstring_examples_of_the_public_metrics_and_instances_run():
     for module in (nucseg_lib.metrics, nucseg_lib.instances):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted >= 3 and result.failed == 0, module.__name__
+
+
+# the functions a reader of the notebooks calls: each says what its arguments and its result are, in units
+DOCUMENTED_API = {
+    "metrics": [
+        "dice",
+        "boundary_band",
+        "boundary_dice",
+        "evaluate_instances",
+        "instance_summary",
+        "bootstrap_ci",
+        "mean_with_ci",
+        "paired_difference",
+    ],
+    "instances": ["connected_components", "watershed_boundary", "tune_watershed", "tune_components"],
+    "erf": ["effective_receptive_field", "erf_radius"],
+    "inference": ["predict_probabilities"],
+    "training": ["train", "train_or_load"],
+    "model": ["build_model"],
+    "predict": ["export_model", "Segmenter.segment"],
+    "data": ["load_dataset"],
+    "stardist_baseline": ["train_stardist", "predict_stardist"],
+    "study": ["Study.unet"],
+    "results": ["Results", "Results.score_instances"],
+}
+
+
+def test_docstrings_of_the_api_have_one_style():
+    """numpydoc throughout (no Google-style ``Args:``); the notebooks' API has Parameters and Returns sections."""
+    import ast
+    import importlib
+    import inspect
+
+    for path in sorted((REPO / "nucseg_lib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node) or ""
+                assert "Args:" not in doc, f"{path.name}: {node.name}: use numpydoc sections, not Args:"
+    for module, names in DOCUMENTED_API.items():
+        mod = importlib.import_module(f"nucseg_lib.{module}")
+        for name in names:
+            obj = mod
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            doc = inspect.getdoc(obj) or ""
+            assert "Parameters\n----------" in doc, f"nucseg_lib.{module}.{name}: no Parameters section"
+            assert "Returns\n-------" in doc or inspect.isclass(obj), f"nucseg_lib.{module}.{name}: no Returns section"

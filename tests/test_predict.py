@@ -1,5 +1,6 @@
 """Segmenting your own images: scale handling (known answers), the nucseg command, exported models."""
 
+import json
 import subprocess
 import sys
 
@@ -263,3 +264,46 @@ def test_only_unets_are_packaged_for_bioimageio(exported, tmp_path):
     (folder / "nucseg-model.json").write_text(json.dumps({**settings, "method": "stardist"}))
     with pytest.raises(ValueError, match="only U-Net models can be packaged"):
         export_bioimageio(folder, tmp_path / "out")
+
+
+def _fake_export(folder, method):
+    """A folder with just the ``nucseg-model.json`` of an exported ``method`` model (enough to be chosen)."""
+    folder.mkdir(parents=True)
+    (folder / "nucseg-model.json").write_text(json.dumps({"method": method, "nucleus_diameter_px": 10.0}))
+    return folder
+
+
+def test_method_picks_one_model_of_a_folder_of_them(tmp_path):
+    from nucseg_lib.cli import UsageError, model_folder
+
+    export = tmp_path / "export"  # what notebook 08 writes into a run: one folder per method
+    boundary, stardist = (
+        _fake_export(export / "unet_boundary", "unet_boundary"),
+        _fake_export(export / "sd", "stardist"),
+    )
+    assert model_folder(export, "stardist") == stardist
+    assert model_folder(export, None) == boundary  # the default method
+    assert model_folder(stardist, None) == stardist and model_folder(stardist, "stardist") == stardist
+    with pytest.raises(UsageError, match=r"--method unet_dice_cc: .* holds: stardist \(.*sd\), unet_boundary"):
+        model_folder(export, "unet_dice_cc")
+    with pytest.raises(UsageError, match="--method unet_boundary: .* holds: stardist"):
+        model_folder(stardist, "unet_boundary")  # a single model folder of another method
+    with pytest.raises(UsageError, match="not an exported model folder, nor a folder of them"):
+        model_folder(tmp_path / "export" / "..", None)
+    _fake_export(export / "another", "stardist")
+    with pytest.raises(ModelError, match="another and sd are both stardist models"):
+        model_folder(export, "stardist")
+
+
+def test_nucseg_predict_method_lists_what_the_published_models_hold(tmp_path):
+    """The published models/ holds the boundary U-Net only: --method stardist is a usage error that says so."""
+    r = subprocess.run(
+        NUCSEG + ["predict", "--method", "stardist", "-o", str(tmp_path / "out"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 2 and "holds no such model; it holds: unet_boundary" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()  # nothing was written
+    helped = subprocess.run(NUCSEG + ["predict", "--help"], capture_output=True, text=True, cwd=REPO).stdout
+    assert all(m in helped for m in ("unet_boundary", "unet_dice_cc", "stardist"))

@@ -116,7 +116,7 @@ def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synt
 
 def test_results_page_shows_divergence_not_a_dice_of_zero():
     from nucseg_lib.book import claims_table
-    from nucseg_lib.study import SUMMARY_COLUMNS
+    from nucseg_lib.results import SUMMARY_COLUMNS
 
     rows = pd.DataFrame(
         [["topk", "synthetic", "smoke", "unet_topk_0.1", "diverged_at_step", 37, np.nan, np.nan, 0]],

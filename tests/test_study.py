@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from nucseg_lib.book import claims_table, verdict, write_results_page
-from nucseg_lib.study import SUMMARY_COLUMNS, Study, method_name, read_summary
+from nucseg_lib.results import SUMMARY_COLUMNS, read_summary
+from nucseg_lib.study import Study, method_name
 from tests.conftest import REPO
 
 
@@ -23,10 +24,10 @@ def test_method_names():
 
 def test_summary_rows_are_upserted(tmp_path):
     st = Study("synthetic", "smoke", out_dir=tmp_path, experiment="e1")
-    st.record("m", "dice", 0.5, 0.4, 0.6, 3)
-    st.record("m", "dice", 0.7, 0.6, 0.8, 3)
-    st.record("m", "f1@0.5", 0.9)
-    s = read_summary(st.summary_path)
+    st.results.record("m", "dice", 0.5, 0.4, 0.6, 3)
+    st.results.record("m", "dice", 0.7, 0.6, 0.8, 3)
+    st.results.record("m", "f1@0.5", 0.9)
+    s = read_summary(st.results.summary_path)
     assert list(s.columns) == SUMMARY_COLUMNS and len(s) == 2
     assert s.set_index("metric").loc["dice", "value"] == 0.7
     assert s.profile.unique().tolist() == ["smoke"] and s.dataset.unique().tolist() == ["synthetic"]
@@ -288,7 +289,7 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
     cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
     path = tmp_path / "summary.csv"
     pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
-    text = findings(SimpleNamespace(experiment="receptive_field", summary_path=path))
+    text = findings(SimpleNamespace(experiment="receptive_field", results=SimpleNamespace(summary_path=path)))
     assert "ERF" in text and "46 vs 60" in text and "not reproduced" in text
 
 
@@ -296,7 +297,7 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
 def test_the_published_run_is_the_cpu_profiles_run(run):
     """What `make reference` would train today is what the published run trained: changing the cpu profile's
     budget, learning rate or weight average without re-publishing the reference run fails here."""
-    from nucseg_lib.study import get_profile, training_budget
+    from nucseg_lib.profiles import get_profile, training_budget
     from tests.conftest import REPO
 
     record = json.loads((REPO / "reference" / run / "results" / "run.json").read_text())
@@ -326,7 +327,7 @@ def test_findings_of_a_short_synthetic_run_say_they_are_not_findings_and_name_th
     from types import SimpleNamespace
 
     from nucseg_lib.notebook import findings
-    from nucseg_lib.study import get_profile
+    from nucseg_lib.profiles import get_profile
 
     cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
     rows = [
@@ -335,10 +336,14 @@ def test_findings_of_a_short_synthetic_run_say_they_are_not_findings_and_name_th
     ]
     path = tmp_path / "summary.csv"
     pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
-    study = SimpleNamespace(experiment="topk", summary_path=path, profile=get_profile("demo"), dataset="synthetic")
+    study = SimpleNamespace(
+        experiment="topk", results=SimpleNamespace(summary_path=path), profile=get_profile("demo"), dataset="synthetic"
+    )
     text = findings(study)
     assert text.startswith("Not findings: this run trained each model for 160 steps (the `demo` profile)")
     assert "Top-K alone, K = 10% of a patch: does not converge: not trained in this run" in text
     assert "unet_topk_0.02 (a K of this run's parameters, not in the report): dice 0.610 [0.550, 0.660]" in text
-    real = SimpleNamespace(experiment="topk", summary_path=path, profile=get_profile("cpu"), dataset="coelho2009")
+    real = SimpleNamespace(
+        experiment="topk", results=SimpleNamespace(summary_path=path), profile=get_profile("cpu"), dataset="coelho2009"
+    )
     assert not findings(real).startswith("Not findings")

@@ -5,6 +5,7 @@ kept so that a new experiment notebook can be started the same way:
     python tools/nbgen.py spec.py notebooks/NN_name.ipynb
 A code cell whose first line is '# parameters' gets papermill's 'parameters' tag.
 """
+
 import sys
 
 import nbformat

@@ -19,8 +19,22 @@ DATASETS = ("synthetic", "coelho2009", "kromp2020", "folder")
 def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, **kwargs) -> list[Sample]:
     """Load dataset ``name`` (one of :data:`DATASETS`), optionally downscaled by ``scale``.
 
-    ``kwargs`` go to the dataset's ``load`` (e.g. ``n_train``/``size`` for synthetic,
-    ``scheme`` for Kromp).
+    Parameters
+    ----------
+    name : str
+        ``synthetic``, ``coelho2009``, ``kromp2020`` or ``folder``.
+    split : str
+        ``train``, ``test`` or ``all`` (each sample's ``meta['split']`` says which).
+    root : path, optional
+        The dataset's folder (real data; default ``$NUCSEG_DATA/<name>``).
+    scale : float
+        Downscaling factor (images by area averaging, labels by nearest neighbour).
+    **kwargs
+        To the dataset's ``load`` (e.g. ``n_train``/``size`` for synthetic, ``scheme`` for Kromp).
+
+    Returns
+    -------
+    list of Sample
     """
     if name == "synthetic":
         samples = synthetic.load(split=split, **kwargs)
