@@ -175,7 +175,37 @@ def unet_lr(run: dict) -> float:
     return (run.get("budget") or {}).get("unet_lr", 1e-4)
 
 
-def curves_lines(curves: pd.DataFrame, lr: float) -> list[str]:
+def run_settings(run: dict) -> dict:
+    """What makes two runs' numbers differ beyond the data: when, CPU, precision, the U-Nets' learning rate and
+    weight average (``run.json``; runs assembled before the last two were recorded had 1e-4 and none)."""
+    hw, budget = run.get("hardware") or {}, run.get("budget") or {}
+    cpu = hw.get("cpu", "an unrecorded CPU") + (" with " + "/".join(hw["cpu_bf16"]) if hw.get("cpu_bf16") else "")
+    ema = budget.get("unet_ema", 0.0)
+    return {
+        "assembled": str(run.get("assembled") or run.get("end") or "an unrecorded date")[:10],
+        "cpu": cpu,
+        "precision": hw.get("precision", "fp32"),
+        "training": f"Adam learning rate {unet_lr(run):g}, "
+        + (f"weights averaged (decay {ema:g} per step)" if ema else "no weight average"),
+    }
+
+
+def other_run_note(what: str, other: dict, this: dict) -> str | None:
+    """A sentence saying that ``what`` comes from the run ``other``, not ``this`` (both ``run.json`` records),
+    and how the two differ; None when they do not (the same settings on the same CPU)."""
+    a, b = run_settings(other), run_settings(this)
+    if {k: a[k] for k in ("cpu", "precision", "training")} == {k: b[k] for k in ("cpu", "precision", "training")}:
+        return None
+    return (
+        f"{what} comes from another run than the rest of this book: assembled {a['assembled']} on {a['cpu']}, "
+        f"U-Nets in {a['precision']} with {a['training']}; the rest of the book: assembled {b['assembled']} on "
+        f"{b['cpu']}, {b['precision']}, {b['training']}. Its trends (where the curves flatten, which method leads "
+        f"at equal time) carry over; its numbers are not those of the models on the other pages, and its "
+        f"seconds are those of its own CPU."
+    )
+
+
+def curves_lines(curves: pd.DataFrame, lr: float, note: str | None = None) -> list[str]:
     """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``, U-Nets at Adam learning
     rate ``lr``): who wins at equal steps and at equal wall-clock time, per budget, with the seeds' spread."""
     from .curves import leaders, winner_by_budget
@@ -190,6 +220,7 @@ def curves_lines(curves: pd.DataFrame, lr: float) -> list[str]:
         f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
         f"the seeds' mean [min-max]:",
         "",
+        *([f"```{{note}}\n{note}\n```", ""] if note else []),
     ]
     for by, label in (("steps", "training steps"), ("train_seconds", "training time (s)")):
         w = winner_by_budget(curves, by=by)
@@ -297,7 +328,9 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
                 _md_table(seeds),
             ]
         if curves.exists():
-            lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(_read_run(curves.parent)))
+            other = _read_run(curves.parent)
+            note = other_run_note("This section", other, run) if curves.parent != results_dir else None
+            lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [format_ci(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

@@ -81,6 +81,26 @@ def find_curves(run: Path) -> Path | None:
     return curves if (curves / "notebooks" / "09_learning_curves.ipynb").is_file() else None
 
 
+def note_other_run(notebook: Path, its_results: Path, book_results: Path) -> bool:
+    """Put a note under the title of a staged ``notebook`` that another run executed (its ``results/``),
+    saying how that run differs from the book's (:func:`~nucseg_lib.book.other_run_note`); returns whether
+    it did (not when the two runs share their settings and CPU)."""
+    import nbformat
+
+    from .book import other_run_note
+
+    note = other_run_note(
+        "This notebook", read_record(its_results / "run.json"), read_record(book_results / "run.json")
+    )
+    if not note:
+        return False
+    nb = nbformat.read(notebook, as_version=4)
+    title = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("#"))
+    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(f"```{{note}}\n{note}\n```"))
+    nbformat.write(nb, notebook)
+    return True
+
+
 def _stage_toc(stage: Path) -> None:
     """Keep in the staged ``_toc.yml`` only the notebooks the stage holds (a run of some notebooks builds),
     and turn the book pages' links to the others into plain text."""
@@ -129,6 +149,7 @@ def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | N
     if curves and not (stage / "notebooks" / "09_learning_curves.ipynb").exists():
         shutil.copy(curves / "notebooks" / "09_learning_curves.ipynb", stage / "notebooks")
         curves_table = curves / "results" / "time_to_accuracy.csv"
+        note_other_run(stage / "notebooks" / "09_learning_curves.ipynb", curves / "results", run / "results")
     _stage_toc(stage)
     write_results_page(run / "results", stage / "book" / "results.md", replicates, curves_table)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]

@@ -347,3 +347,41 @@ def test_findings_of_a_short_synthetic_run_say_they_are_not_findings_and_name_th
         experiment="topk", results=SimpleNamespace(summary_path=path), profile=get_profile("cpu"), dataset="coelho2009"
     )
     assert not findings(real).startswith("Not findings")
+
+
+def test_a_notebook_from_another_run_says_how_that_run_differs(tmp_path):
+    """Notebook 09 of the reference book comes from its own run (another CPU, bf16, lr 1e-4, no weight average):
+    its page and the results page's curves section say so; a run with the book's settings gets no note."""
+    import nbformat
+
+    from nucseg_lib.book import other_run_note
+    from nucseg_lib.runner import note_other_run
+
+    book_run = {
+        "assembled": "2026-12-03T10:00:00",
+        "hardware": {"cpu": "AMD EPYC (family 23, model 49)", "precision": "fp32"},
+        "budget": {"unet_lr": 1e-3, "unet_ema": 0.995},
+    }
+    curves_run = {
+        "assembled": "2026-11-25T07:46:44",
+        "hardware": {"cpu": "AMD EPYC", "cpu_bf16": ["avx512_bf16"], "precision": "bf16"},
+    }  # assembled before the learning rate and weight average were recorded
+    note = other_run_note("This notebook", curves_run, book_run)
+    for said in (
+        "2026-11-25 on AMD EPYC with avx512_bf16",
+        "bf16 with Adam learning rate 0.0001, no weight average",
+        "fp32, Adam learning rate 0.001, weights averaged (decay 0.995 per step)",
+    ):
+        assert said in note
+    assert other_run_note("This notebook", {**book_run, "assembled": "2026-12-04"}, book_run) is None
+    for name, record in (("curves", curves_run), ("book", book_run)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(record))
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# 9. Learning curves"), nbformat.v4.new_code_cell("x = 1")]
+    )
+    nbformat.write(nb, tmp_path / "09.ipynb")
+    assert note_other_run(tmp_path / "09.ipynb", tmp_path / "curves", tmp_path / "book")
+    cells = nbformat.read(tmp_path / "09.ipynb", as_version=4).cells
+    assert cells[1].cell_type == "markdown" and cells[1].source.startswith("```{note}\nThis notebook comes from")
+    assert not note_other_run(tmp_path / "09.ipynb", tmp_path / "book", tmp_path / "book")
