@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data/coelho2009
 
-.PHONY: book test test-fast bench venv reference reference-book curves clean
+.PHONY: book test test-fast bench venv reference reference-book curves cv clean
 
 venv: $(VENV)/.installed
 
@@ -63,6 +63,14 @@ curves: venv
 	  notebooks=09 book=false threads=1 lr=1e-4 ema=0
 	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-curves --to reference/coelho2009-cpu-curves
 	$(PY) -m nucseg_lib.runner publish-model --run runs/coelho2009-cpu-curves
+
+# cross-validation (notebook 10) on Coelho 2009: the headline comparison with every image a test image once (5 folds,
+# one job per method and fold, 1 thread each); published beside the reference run. Interrupted, it resumes with the
+# folds it had not finished
+cv: venv
+	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu-cv \
+	  notebooks=10 book=false threads=1
+	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-cv --to reference/coelho2009-cpu-cv
 
 # rebuild the reference book (runs/reference-book) and regenerate book/results.md from reference/
 reference-book: venv

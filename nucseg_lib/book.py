@@ -247,12 +247,58 @@ def _budget_lines(run: dict) -> list[str]:
     ]
 
 
-def write_results_page(results_dir: Path, target: Path, replicates=(), curves: Path | None = None) -> Path:
+def cv_lines(summary: pd.DataFrame, note: str | None = None) -> list[str]:
+    """Markdown on the cross-validation (notebook 10's rows of ``summary.csv``): both methods' pooled F1 over
+    all the images and the paired difference, overall and per cell line; empty when it did not run."""
+    rows = summary[summary.experiment == "cross_validation"]
+    diff = rows[rows.metric.str.startswith("f1@0.5_minus_stardist")]
+    if not len(diff):
+        return []
+    overall = diff[diff.metric == "f1@0.5_minus_stardist"].iloc[0]
+    table = []
+    for metric in sorted(diff.metric):
+        group = metric.split(":", 1)[1] if ":" in metric else "all"
+        suffix = "" if group == "all" else f":{group}"
+        cell = {}
+        for method, m in (("unet_boundary", f"f1@0.5{suffix}"), ("stardist", f"f1@0.5{suffix}")):
+            r = rows[(rows.method == method) & (rows.metric == m)]
+            cell[f"{method} F1@0.5 [95% CI]"] = format_ci(*r[["value", "ci_low", "ci_high"]].iloc[0]) if len(r) else ""
+        d = diff[diff.metric == metric].iloc[0]
+        table.append(
+            {
+                "images": f"{group} ({int(d.n_images)})",
+                **cell,
+                "difference [paired 95% CI]": format_ci(d.value, d.ci_low, d.ci_high),
+                "verdict": "unet_boundary leads"
+                if d.ci_low > 0
+                else "StarDist leads"
+                if d.ci_high < 0
+                else "cannot be told apart",
+            }
+        )
+    return [
+        "## Every image a test image: cross-validation",
+        "",
+        f"From {{doc}}`../notebooks/10_cross_validation`: the headline comparison (boundary U-Net against "
+        f"StarDist) repeated over folds that make each of the {int(overall.n_images)} images a test image once, each "
+        f"method trained on the other folds with post-processing chosen on their validation images:",
+        "",
+        *([f"```{{note}}\n{note}\n```", ""] if note else []),
+        _md_table(pd.DataFrame(table)),
+        "",
+    ]
+
+
+def write_results_page(
+    results_dir: Path, target: Path, replicates=(), curves: Path | None = None, cv: Path | None = None
+) -> Path:
     """Write the markdown results page for the run whose results are in ``results_dir``.
 
     ``replicates``: results folders of the same study run with other training seeds (notebook
     08 only); their headline numbers are tabulated next to this run's. ``curves``: the
     learning curves' ``time_to_accuracy.csv`` (default: the run's own, if notebook 09 ran in it).
+    ``cv``: the ``results/`` folder of the cross-validation run (default: the run's own rows, if notebook
+    10 ran in it).
     """
     results_dir = Path(results_dir)
     curves = Path(curves) if curves else results_dir / "time_to_accuracy.csv"
@@ -331,6 +377,11 @@ def write_results_page(results_dir: Path, target: Path, replicates=(), curves: P
             other = _read_run(curves.parent)
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
+        if cv is not None and Path(cv) != results_dir:
+            other = _read_run(Path(cv))
+            lines += [""] + cv_lines(read_summary(Path(cv) / "summary.csv"), other_run_note("This section", other, run))
+        else:
+            lines += [""] + cv_lines(summary)
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [format_ci(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

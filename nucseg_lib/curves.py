@@ -130,18 +130,15 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
 
 def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:
     """One row of :data:`COLUMNS` for one snapshot (cached in ``step-NNNNNN.eval.json``)."""
-    from .data.common import resize_labels
-    from .metrics import evaluate_instances, instance_summary
+    from .metrics import instance_summary
+    from .results import score_at_native_size
 
     cache = Path(snapshot.weights).parent / f"step-{int(snapshot.steps):06d}.eval.json"
     if cache.exists():
         return json.loads(cache.read_text())
     native = native_test if native_test is not None else study.native_test()
     predict, params, val_f1 = _predict_instances(study, method, folder, Path(snapshot.weights))
-    preds = [resize_labels(predict(s.image), n.labels.shape) for s, n in zip(study.test, native)]
-    per_image = evaluate_instances(
-        [n.labels for n in native], preds, [n.name for n in native], [n.group for n in native]
-    )
+    per_image = score_at_native_size(native, {method: [predict(s.image) for s in study.test]})
     summ = instance_summary(
         per_image, metrics=("f1", "accuracy"), thresholds=(0.5, 0.7), n_boot=study.profile.n_boot, seed=study.seed
     ).set_index("metric")

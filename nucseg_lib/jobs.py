@@ -10,6 +10,8 @@ resumes from what is complete and names a failed job with its log. The jobs are:
   when it finished (written to ``<name>.partial.ipynb`` first, then moved into place);
 - ``curve``: train one long run of the learning curves (method, scale, training seed) with
   snapshots, evaluate them, and write ``results/curves/<method>-<scale>x-seed<seed>.csv``;
+- ``cv``: one fold of the cross-validation (method, fold): train without the fold, predict it, and write
+  its per-image table ``results/cv/<method>-fold<k>.csv`` (:mod:`nucseg_lib.cross_validation`);
 - ``assemble``: join the fragments into ``results/summary.csv`` and the jobs' timings into
   ``results/run.json`` (the results contract of :mod:`nucseg_lib.results`).
 
@@ -22,6 +24,7 @@ Usage (what the Snakefile's rules run)::
     python -m nucseg_lib.jobs model --run R --params JSON unet_dice
     python -m nucseg_lib.jobs notebook --run R --params JSON 02_baseline
     python -m nucseg_lib.jobs curve --run R --params JSON unet_boundary 4 0   # method, scale, seed
+    python -m nucseg_lib.jobs cv --run R --params JSON stardist 2              # method, fold
     python -m nucseg_lib.jobs assemble --run R --params JSON --benchmarks DIR
 """
 
@@ -50,7 +53,10 @@ NOTEBOOKS = {
     "07_receptive_field": ("receptive_field", ["unet_dice"]),
     "08_beyond_instances": ("beyond", ["unet_dice", "stardist"]),
     "09_learning_curves": ("curves", []),
+    "10_cross_validation": ("cross_validation", []),
 }
+# notebooks that 'all' leaves out: runs of their own (make cv), each model trained once per fold
+OPT_IN_NOTEBOOKS = ("10_cross_validation",)
 PACKAGES = [
     "nucseg",
     "torch",
@@ -159,6 +165,15 @@ def curve_run(run: Path, params: dict, method: str, scale: float, seed: int) -> 
     return out
 
 
+def cv_run(run: Path, params: dict, method: str, k: int) -> Path:
+    """One fold of the cross-validation (notebook 10's data): writes ``results/cv/<method>-fold<k>.csv``."""
+    from .cross_validation import fold_file, run_fold
+
+    out = fold_file(run, method, k)
+    run_fold(study_from_params(params), method, k, int(params["cv_folds"]), out)
+    return out
+
+
 def _cause(exc: Exception) -> str:
     """The error inside a failed notebook (papermill keeps the kernel's exception name and message)."""
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
@@ -221,6 +236,8 @@ def job_name(job: str, names: list[str]) -> str:
         from .curves import run_name
 
         return f"curve-{run_name(names[0], float(names[1]), int(names[2]))}"
+    if job == "cv":
+        return f"cv-{names[0]}-fold{int(names[1])}"
     return f"{job}-{names[0]}"
 
 
@@ -304,12 +321,14 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
         seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")
         record["notebooks"][n] = {"status": "ok", "seconds": round(seconds, 1)}
     jobs = {}
-    for kind in ("model", "curve"):  # shared models, learning-curve runs
+    for kind in ("model", "curve", "cv"):  # shared models, learning-curve runs, cross-validation folds
         jobs[kind] = {
             f.stem[len(kind) + 1 :]: round(float(pd.read_csv(f, sep="\t")["s"].iloc[0]), 1)
             for f in sorted(Path(benchmarks).glob(f"{kind}-*.tsv"))
         }
     record["shared_models_seconds"], record["curve_runs_seconds"] = jobs["model"], jobs["curve"]
+    if jobs["cv"]:
+        record["cv_folds_seconds"] = jobs["cv"]
     record["duration_s"] = round(
         sum(v["seconds"] for v in record["notebooks"].values()) + sum(sum(j.values()) for j in jobs.values()), 1
     )
@@ -378,7 +397,7 @@ def check_parameters(run: Path, params: dict) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m nucseg_lib.jobs", description=__doc__.split("\n")[0])
-    ap.add_argument("job", choices=["model", "notebook", "curve", "assemble", "parameters"])
+    ap.add_argument("job", choices=["model", "notebook", "curve", "cv", "assemble", "parameters"])
     ap.add_argument("name", nargs="*")
     ap.add_argument("--run", required=True)
     ap.add_argument("--params", required=True, help="the notebooks' parameters as JSON")
@@ -387,13 +406,15 @@ def main(argv=None):
     params = json.loads(a.params)
     run = Path(a.run)
     try:
-        if a.job in ("model", "notebook", "curve"):  # the jobs that compute: each records where it ran
+        if a.job in ("model", "notebook", "curve", "cv"):  # the jobs that compute: each records where it ran
             job = job_name(a.job, a.name)
             record_machine(run, job)
             if a.job == "model":
                 train_shared_model(run, params, a.name[0])
             elif a.job == "notebook":
                 execute_notebook(run, params, a.name[0])
+            elif a.job == "cv":
+                cv_run(run, params, a.name[0], int(a.name[1]))
             else:
                 curve_run(run, params, a.name[0], float(a.name[1]), int(a.name[2]))
             record_finished(run, job)

@@ -129,10 +129,10 @@ def per_profile(item: Callable) -> Callable:
 def select_notebooks(names) -> list[str]:
     """The notebooks that ``names`` selects: ``'all'``, or names and prefixes; numbers are notebook numbers
     (YAML reads ``notebooks=08`` as 8, and ``[01,08]`` arrives as text). ValueError naming an unknown one."""
-    from .jobs import NOTEBOOKS
+    from .jobs import NOTEBOOKS, OPT_IN_NOTEBOOKS
 
     if names == "all":
-        return list(NOTEBOOKS)
+        return [nb for nb in NOTEBOOKS if nb not in OPT_IN_NOTEBOOKS]
     names = [str(n).strip() for n in _listed(names)]
     names = [f"{int(n):02d}" if n.isdigit() else n for n in names]
     for n in names:
@@ -192,6 +192,7 @@ WORKFLOW_PARAMETERS = (
     Parameter("budgets", optional(list_of(whole(1), unique=True, increasing=True)), "09: snapshot step counts"),
     Parameter("curve_seeds", optional(list_of(whole(0), unique=True)), "09: training seeds of the curves"),
     Parameter("stardist_scales", optional(list_of(positive, unique=True)), "09: extra StarDist scales"),
+    Parameter("cv_folds", whole(2), "10: folds of the cross-validation over all the images"),
     Parameter("runtime_min", per_profile(whole(1)), "minutes per job on a cluster"),
     Parameter("mem_mb", per_profile(whole(1)), "MiB per job on a cluster"),
     Parameter("gpus", per_profile(whole(0)), "GPUs per job on a cluster"),
@@ -205,6 +206,7 @@ NOTEBOOK_EXTRA = {
     "05_boundary": ("combo_k",),
     "08_beyond_instances": ("boundary_weight",),
     "09_learning_curves": ("budgets", "curve_seeds", "stardist_scales"),
+    "10_cross_validation": ("cv_folds",),
 }
 # what a shared model's training depends on beyond the study's parameters
 MODEL_EXTRA = {"unet_combo": ("combo_k",)}

@@ -30,6 +30,39 @@ def read_summary(path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def score_at_native_size(truth, preds: dict) -> pd.DataFrame:
+    """Per-image instance scores of each method against the native-size ground truth, as the report scores.
+
+    Parameters
+    ----------
+    truth : list of Sample
+        The test images at their native resolution.
+    preds : dict
+        Method name -> label images in the order of ``truth``, at any scale: each is brought to its image's
+        native size (nearest neighbour, ids kept) before matching.
+
+    Returns
+    -------
+    DataFrame
+        :func:`~nucseg_lib.metrics.evaluate_instances` rows with a ``method`` column.
+    """
+    from .data.common import resize_labels
+    from .metrics import evaluate_instances
+
+    wrong = {m: len(p) for m, p in preds.items() if len(p) != len(truth)}
+    if wrong:
+        raise ValueError(f"predictions for {wrong} images, but there are {len(truth)} test images")
+    truths, names, groups = [s.labels for s in truth], [s.name for s in truth], [s.group for s in truth]
+    return pd.concat(
+        [
+            evaluate_instances(truths, [resize_labels(q, t.shape) for q, t in zip(p, truths)], names, groups).assign(
+                method=m
+            )
+            for m, p in preds.items()
+        ]
+    )
+
+
 class Results:
     """One experiment's results in a run's ``results/`` folder.
 
@@ -141,21 +174,10 @@ class Results:
         (DataFrame, DataFrame)
             The per-image table and the recorded summary rows.
         """
-        from .data.common import resize_labels
-        from .metrics import evaluate_instances
-
-        wrong = {m: len(p) for m, p in preds.items() if len(p) != len(truth)}
-        if wrong:
-            raise ValueError(f"{table}: predictions for {wrong} images, but there are {len(truth)} test images")
-        truths, names, groups = [s.labels for s in truth], [s.name for s in truth], [s.group for s in truth]
-        per_image = pd.concat(
-            [
-                evaluate_instances(
-                    truths, [resize_labels(q, t.shape) for q, t in zip(p, truths)], names, groups
-                ).assign(method=m)
-                for m, p in preds.items()
-            ]
-        )
+        try:
+            per_image = score_at_native_size(truth, preds)
+        except ValueError as exc:
+            raise ValueError(f"{table}: {exc}") from None
         self.save_table(table, per_image)
         summary = pd.concat([self.record_instances(m, per_image[per_image.method == m]) for m in preds])
         return per_image, summary

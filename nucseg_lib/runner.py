@@ -74,11 +74,21 @@ def run_description(results: Path) -> str:
     )
 
 
+def find_companion(run: Path, suffix: str, notebook: str) -> Path | None:
+    """The sibling run folder ``<run>-<suffix>`` that ran ``notebook`` on its own (``make curves``: ``-curves``
+    with notebook 09; ``make cv``: ``-cv`` with notebook 10), if it holds that executed notebook."""
+    other = Path(run).resolve().with_name(Path(run).resolve().name + f"-{suffix}")
+    return other if (other / "notebooks" / f"{notebook}.ipynb").is_file() else None
+
+
 def find_curves(run: Path) -> Path | None:
-    """The learning-curve run that goes with ``run``: the sibling folder ``<run>-curves`` (notebook 09 run
-    on its own, as ``make curves`` does), if it holds an executed notebook 09."""
-    curves = Path(run).resolve().with_name(Path(run).resolve().name + "-curves")
-    return curves if (curves / "notebooks" / "09_learning_curves.ipynb").is_file() else None
+    """The learning-curve run that goes with ``run`` (notebook 09): :func:`find_companion`."""
+    return find_companion(run, "curves", "09_learning_curves")
+
+
+def find_cv(run: Path) -> Path | None:
+    """The cross-validation run that goes with ``run`` (notebook 10): :func:`find_companion`."""
+    return find_companion(run, "cv", "10_cross_validation")
 
 
 def note_other_run(notebook: Path, its_results: Path, book_results: Path) -> bool:
@@ -121,18 +131,22 @@ def _stage_toc(stage: Path) -> None:
         page.write_text(text)
 
 
-def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | None = None) -> Path:
+def build_book(
+    run: Path, strict: bool = True, replicates=None, curves: Path | None = None, cv: Path | None = None
+) -> Path:
     """Build the Jupyter Book of a run folder into ``<run>/_build/html``; returns that folder.
 
     ``replicates`` (default: :func:`find_replicates`) go into the results page's seed table;
     ``curves`` (default: :func:`find_curves`) is a learning-curve run whose notebook 09 and table
-    join the book when ``run`` has none of its own.
+    join the book when ``run`` has none of its own; ``cv`` (default: :func:`find_cv`) likewise a
+    cross-validation run and its notebook 10. A notebook from another run says how that run differs.
     """
     from .book import write_results_page
 
     run = Path(run).resolve()
     replicates = find_replicates(run) if replicates is None else replicates
     curves = find_curves(run) if curves is None else curves
+    cv = find_cv(run) if cv is None else cv
     stage = run / "_book_src"
     if stage.exists():
         shutil.rmtree(stage)
@@ -146,12 +160,16 @@ def build_book(run: Path, strict: bool = True, replicates=None, curves: Path | N
     intro.write_text(intro.read_text().replace("<!-- run-description -->", run_description(run / "results")))
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     curves_table = run / "results" / "time_to_accuracy.csv"
-    if curves and not (stage / "notebooks" / "09_learning_curves.ipynb").exists():
-        shutil.copy(curves / "notebooks" / "09_learning_curves.ipynb", stage / "notebooks")
-        curves_table = curves / "results" / "time_to_accuracy.csv"
-        note_other_run(stage / "notebooks" / "09_learning_curves.ipynb", curves / "results", run / "results")
+    for other, notebook in ((curves, "09_learning_curves"), (cv, "10_cross_validation")):
+        if other and not (stage / "notebooks" / f"{notebook}.ipynb").exists():
+            shutil.copy(other / "notebooks" / f"{notebook}.ipynb", stage / "notebooks")
+            note_other_run(stage / "notebooks" / f"{notebook}.ipynb", other / "results", run / "results")
+            if other == curves:
+                curves_table = curves / "results" / "time_to_accuracy.csv"
     _stage_toc(stage)
-    write_results_page(run / "results", stage / "book" / "results.md", replicates, curves_table)
+    write_results_page(
+        run / "results", stage / "book" / "results.md", replicates, curves_table, cv / "results" if cv else None
+    )
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(run), "--keep-going"]
     if strict:
         cmd.append("-W")
@@ -365,7 +383,7 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
 
 def book(run: Path) -> Path:
     """Build the book of ``run``; for the reference run, also regenerate the repository's results page."""
-    replicates, curves = find_replicates(run), find_curves(run)
+    replicates, curves, cv = find_replicates(run), find_curves(run), find_cv(run)
     if run.resolve() == (REFERENCE / "coelho2009-cpu").resolve():
         from .book import write_results_page
 
@@ -375,6 +393,7 @@ def book(run: Path) -> Path:
             REPO / "book" / "results.md",
             replicates,
             curves / "results" / "time_to_accuracy.csv" if curves else None,
+            cv / "results" if cv else None,
         )
         # build the reference book outside the reference folder, so the repository stays clean
         tmp = REPO / "runs" / "reference-book"
@@ -382,7 +401,7 @@ def book(run: Path) -> Path:
             shutil.rmtree(tmp)
         shutil.copytree(run, tmp)
         run = tmp
-    return build_book(run, replicates=replicates, curves=curves)
+    return build_book(run, replicates=replicates, curves=curves, cv=cv)
 
 
 if __name__ == "__main__":

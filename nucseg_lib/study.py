@@ -49,6 +49,7 @@ class Study:
             self.out_dir / "results", experiment, dataset, self.profile.name, self.profile.n_boot, seed
         )
         self._splits = None
+        self.fold: tuple[int, int] | None = None  # (k, n): fold k of n is the test set (cross_validation)
 
     # ---------------------------------------------------------------- data
     @property
@@ -63,6 +64,15 @@ class Study:
             test = [s for s in samples if s.meta.get("split") == "test"]
             if self.profile.max_images:
                 train, test = train[: self.profile.max_images], test[: max(2, self.profile.max_images // 2)]
+            if self.fold:  # cross-validation: fold k of all the images is the test set, the others train
+                from .data.common import cross_validation_folds
+
+                k, n = self.fold
+                fold = cross_validation_folds(train + test, n)
+                train, test = (
+                    [s for s in train + test if fold[s.name] != k],
+                    [s for s in train + test if fold[s.name] == k],
+                )
             # validation: every 6th training image (at least one), used for early checks and thresholds
             val = train[::6] if len(train) >= 6 else train[-1:]
             val_names = {s.name for s in val}
@@ -85,7 +95,8 @@ class Study:
     @property
     def data_tag(self) -> str:
         data = f":data{self.data_seed}" if self.data_seed != self.seed and self.dataset == "synthetic" else ""
-        return f"{self.dataset}@{self.scale:g}:{self.profile.name}:seed{self.seed}{data}:n{len(self.train)}"
+        fold = f":fold{self.fold[0]}of{self.fold[1]}" if self.fold else ""
+        return f"{self.dataset}@{self.scale:g}:{self.profile.name}:seed{self.seed}{data}{fold}:n{len(self.train)}"
 
     # ---------------------------------------------------------------- models
     def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
@@ -117,6 +128,16 @@ class Study:
         other.profile = replace(self.profile, **{k: v for k, v in overrides.items() if v is not None})
         if other.profile.scale != self.profile.scale or other.profile.synthetic != self.profile.synthetic:
             other._splits = None
+        return other
+
+    def cross_validation_fold(self, k: int, n: int) -> "Study":
+        """The same run with fold ``k`` of ``n`` of all its images as the test set and the others as training
+        (validation: every 6th of those, as always); folds from
+        :func:`~nucseg_lib.data.common.cross_validation_folds`. Its models get their own cache keys."""
+        if not (isinstance(k, int) and 0 <= k < n):
+            raise ValueError(f"fold must be a whole number from 0 to {n - 1}, got {k!r}")
+        other = self.variant()
+        other.fold, other._splits = (k, n), None
         return other
 
     def at_scale(self, scale: float) -> "Study":

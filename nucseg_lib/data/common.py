@@ -309,6 +309,23 @@ def split_by_name(names: Sequence[str], test_fraction: float, salt: str) -> dict
     return out
 
 
+def cross_validation_folds(samples: Sequence[Sample], n_folds: int) -> dict[str, int]:
+    """The fold (0 .. ``n_folds`` - 1) of each sample's name, stratified by group (cell line).
+
+    Groups in name order, names in order within each group, are dealt out like cards: the i-th
+    gets fold ``i % n_folds``. Every fold gets every group in about its share, fold sizes differ by
+    at most one image, and the assignment depends on the names alone (no random draw), so it is
+    the same on every machine and for every method.
+    """
+    if not (isinstance(n_folds, int) and 2 <= n_folds <= len(samples)):
+        raise ValueError(f"n_folds must be a whole number from 2 to the {len(samples)} images, got {n_folds!r}")
+    names = [s.name for s in samples]
+    if len(set(names)) != len(names):
+        raise ValueError("cross-validation needs unique image names")
+    order = sorted(samples, key=lambda s: (str(s.group), s.name))
+    return {s.name: i % n_folds for i, s in enumerate(order)}
+
+
 def select_split(samples: list[Sample], split: str) -> list[Sample]:
     """Keep the samples whose ``meta['split']`` equals ``split``; ``'all'`` keeps every one."""
     if split == "all":
