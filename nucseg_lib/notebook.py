@@ -77,6 +77,9 @@ def findings(study: Study) -> str:
         if r.verdict == "not run":
             lines.append(f"- {r.claim}: not trained in this run (its parameters leave this model out)")
             continue
+        if r.verdict.startswith("not measured"):
+            lines.append(f"- {r.claim}: {r.verdict}")
+            continue
         paper = f", report {r.paper}" if r.paper not in ("", None) else ""
         lines.append(f"- {r.claim}: ours {r['ours [95% CI]']}{paper} -> {r.verdict}")
     claimed = {c[2] for c in CLAIMS if c[1] == study.experiment}

@@ -388,3 +388,31 @@ def test_a_notebook_from_another_run_says_how_that_run_differs(tmp_path):
     cells = nbformat.read(tmp_path / "09.ipynb", as_version=4).cells
     assert cells[1].cell_type == "markdown" and cells[1].source.startswith("```{note}\nThis notebook comes from")
     assert not note_other_run(tmp_path / "09.ipynb", tmp_path / "book", tmp_path / "book")
+
+
+def test_verdicts_of_relative_and_failure_claims_and_the_two_readings_of_size():
+    """The report's relative claim (Dice + top-K beats Dice), its failure claim (top-K 10% does not converge),
+    its conclusion (the U-Net clumps nuclei) and the ERF check against both readings of the largest nucleus."""
+    assert verdict(0.004, 0.001, 0.007, 0.01, "positive") == "reproduced (CI above 0)"
+    assert verdict(0.002, -0.001, 0.005, 0.01, "positive") == "not reproduced (CI contains 0)"
+    assert verdict(-0.01, -0.02, -0.005, 0.01, "positive").startswith("reversed")
+    assert verdict(0.948, 0.93, 0.96, 0.002, "diverges") == "not reproduced: it converged"
+    assert verdict(0.05, 0.0, 0.1, 0.002, "diverges") == "reproduced: it did not converge"
+    cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+    rows = [
+        ("receptive_field", "c", "cpu", "unet_dice", "erf_diameter95_px", 45.0, None, None, 32),
+        ("receptive_field", "c", "cpu", "data", "largest_nucleus_feret_px", 60.0, None, None, 55),
+        ("receptive_field", "c", "cpu", "data", "largest_nucleus_equivalent_px", 44.0, None, None, 55),
+        ("beyond", "c", "cpu", "unet_dice_cc", "merged", 52.0, 35.0, 71.0, 20),
+        ("beyond", "c", "cpu", "unet_boundary", "merged", 17.0, 8.0, 26.0, 20),
+        ("topk", "c", "cpu", "unet_dice+topk_0.1", "dice", 0.95, 0.93, 0.96, 20),
+    ]
+    table = claims_table(pd.DataFrame(rows, columns=cols)).set_index("claim")
+    erf = table.loc[[c for c in table.index if c.startswith("ERF")][0]]
+    assert erf["ours [95% CI]"] == "45 vs 60 (Feret), 44 (equivalent diameter)"
+    assert erf.verdict.startswith("depends on the definition: not reproduced against the Feret diameter")
+    clump = table.loc[[c for c in table.index if c.startswith("The U-Net clumps")][0]]
+    assert clump["ours [95% CI]"] == "52 [35, 71]; unet_boundary 17" and clump.verdict == "reproduced"
+    paired = table.loc["Dice + top-K better than Dice alone (paired difference in Dice)"]
+    assert paired.verdict == "not measured in this run (it predates the measurement)"  # the model ran, not the pair
+    assert table.loc["StarDist: F1 at IoU 0.5"].verdict == "not run" and all(table.why.str.len() > 0)
