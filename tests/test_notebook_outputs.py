@@ -20,9 +20,10 @@ def test_notebooks_in_the_repository_carry_no_outputs():
         with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
         assert not with_outputs, f"{path.name}: cells {with_outputs} have outputs; strip them"
         assert "papermill" not in nb.metadata, f"{path.name}: papermill metadata of an executed copy"
-        assert any("remove-cell" in c.metadata.get("tags", []) and "demo" in c.source for c in nb.cells[:3]), (
-            f"{path.name}: no opening cell telling a student what the demo profile gives and where results are"
-        )
+        assert any(
+            c.cell_type == "markdown" and "remove-cell" in c.metadata.get("tags", []) and "demo" in c.source
+            for c in nb.cells[:3]
+        ), f"{path.name}: no opening cell telling a student what the demo profile gives and where results are"
         checked = [c for c in nb.cells if "NBVAL_CHECK_OUTPUT" in c.source]
         assert path.name.startswith(("02", "03", "05", "06", "07")) or checked, f"{path.name}: no checked cell"
 
@@ -49,3 +50,15 @@ def test_nbval_on_the_executed_smoke_notebooks(smoke_run):
     )
     assert r.returncode == 0, r.stdout[-4000:]
     assert "passed" in r.stdout
+
+
+def test_the_book_hides_the_default_parameters_and_stardists_training_log():
+    """A reader of the book sees the parameters the run injected (papermill's cell), not the notebook's defaults
+    (the demo profile); StarDist's Keras lines (one per epoch) sit behind a toggle. JupyterLab shows both."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        [params] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert "remove-cell" in params.metadata["tags"], path.name
+        for c in nb.cells:
+            if c.cell_type == "code" and "study.stardist(" in c.source:
+                assert "hide-output" in c.metadata.get("tags", []), f"{path.name}: {c.source[:60]}"
