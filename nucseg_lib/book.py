@@ -323,6 +323,61 @@ def cv_lines(summary: pd.DataFrame, note: str | None = None) -> list[str]:
     ]
 
 
+def run_caveat(run: dict) -> str:
+    """The "Not findings" sentence (:func:`~nucseg_lib.notebook.not_findings_caveat`) for a run's ``run.json``:
+    a short profile or the synthetic data; empty for a real-data run at the cpu or full budget."""
+    from types import SimpleNamespace
+
+    from .notebook import not_findings_caveat
+    from .profiles import PROFILES
+
+    profile = PROFILES.get(run.get("profile"))
+    if profile is None:
+        return ""
+    return not_findings_caveat(SimpleNamespace(profile=profile, dataset=run.get("dataset"))).strip()
+
+
+def key_findings(summary: pd.DataFrame, cv_rows: pd.DataFrame | None = None, caveat: str = "") -> list[str]:
+    """An admonition with the run's key findings, computed from its summary (and a cross-validation run's rows):
+    the count of the report's claims by verdict, the headline paired difference, the clumping, and the verdict
+    over all the images when the cross-validation ran; headed by ``caveat`` (:func:`run_caveat`) when the run
+    cannot test the report. Empty for an empty summary."""
+    if not len(summary):
+        return []
+    table = claims_table(summary)
+    judged = table[~table.verdict.isin(["not run", "new"]) & ~table.verdict.str.startswith("not measured")]
+    agree = judged.verdict.str.startswith(("consistent", "reproduced"))
+    held = "; ".join(c.split(" (")[0].split(":")[0] for c in judged.claim[agree]) or "none"
+    bullets = [
+        f"Of the report's claims checked here, {int(agree.sum())} of {len(judged)} hold ({held}); the others "
+        f"differ: see the table and the reason next to each verdict."
+    ]
+    beyond = summary[summary.experiment == "beyond"].set_index(["method", "metric"])
+    if ("unet_boundary", "f1@0.5_minus_stardist") in beyond.index:
+        d = beyond.loc[("unet_boundary", "f1@0.5_minus_stardist")]
+        lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
+        bullets.append(
+            f"Without ground truth at test time, the boundary-aware U-Net {lead} StarDist: F1 at IoU 0.5 difference "
+            f"{format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images)."
+        )
+    if ("unet_dice_cc", "merged") in beyond.index and ("unet_boundary", "merged") in beyond.index:
+        bullets.append(
+            f"The Dice U-Net with connected components merges touching nuclei ({beyond.loc[('unet_dice_cc', 'merged')].value:.0f} "
+            f"merged); the boundary-aware U-Net merged {beyond.loc[('unet_boundary', 'merged')].value:.0f}."
+        )
+    rows = cv_rows if cv_rows is not None else summary
+    cv = rows[(rows.experiment == "cross_validation") & (rows.metric == "f1@0.5_minus_stardist")]
+    if len(cv):
+        d = cv.iloc[0]
+        lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
+        bullets.append(
+            f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
+            f"difference {format_ci(d.value, d.ci_low, d.ci_high)}."
+        )
+    title = "What this run shows (not findings)" if caveat else "Key findings"
+    return [f"```{{admonition}} {title}", *([caveat, ""] if caveat else []), *[f"- {b}" for b in bullets], "```", ""]
+
+
 def write_results_page(
     results_dir: Path, target: Path, replicates=(), curves: Path | None = None, cv: Path | None = None
 ) -> Path:
@@ -339,12 +394,17 @@ def write_results_page(
     summary = read_summary(results_dir / "summary.csv")
     run = _read_run(results_dir)
     hw, ver = run.get("hardware", {}), run.get("versions", {})
+    cv_rows = read_summary(Path(cv) / "summary.csv") if cv is not None and Path(cv) != results_dir else summary
     lines = [
         "# Results",
         "",
         "This page is generated from `results/summary.csv` and `results/run.json` of the run shown in "
-        "this book; every number below is in those files.",
+        "this book; every number below is in those files. The run's settings, machine and timings follow "
+        "the verdicts.",
         "",
+        *key_findings(summary, cv_rows, run_caveat(run)),
+    ]
+    run_lines = [
         "## The run",
         "",
         f"- dataset: **{run.get('dataset', '?')}**, profile: **{run.get('profile', '?')}**",
@@ -376,8 +436,8 @@ def write_results_page(
         "|---|---|---|",
     ]
     for name, nb in run.get("notebooks", {}).items():
-        lines.append(f"| {name} | {nb.get('status')} | {nb.get('seconds', float('nan')):.0f} |")
-    lines += [
+        run_lines.append(f"| {name} | {nb.get('status')} | {nb.get('seconds', float('nan')):.0f} |")
+    run_lines += [
         "",
         "Seconds are those of each notebook's last execution. Trained models are cached in the run's "
         "`models/` folder, so a notebook executed again after its models were trained loads them and its "
@@ -388,7 +448,7 @@ def write_results_page(
         "## The report's claims, checked",
         "",
         "Paper numbers are from the report (Kromp data, full resolution, 100 epochs of 256x256 patches); ours "
-        "are from the run above, with 95% bootstrap confidence intervals over test images. "
+        "are from the run below, with 95% bootstrap confidence intervals over test images. "
         "*Consistent* means the report's number lies inside our interval. Differences in data, "
         "image scale and training budget (see {doc}`methods`) are reasons for a difference as "
         "much as the method is.",
@@ -412,10 +472,11 @@ def write_results_page(
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
         if cv is not None and Path(cv) != results_dir:
-            other = _read_run(Path(cv))
-            lines += [""] + cv_lines(read_summary(Path(cv) / "summary.csv"), other_run_note("This section", other, run))
+            lines += [""] + cv_lines(cv_rows, other_run_note("This section", _read_run(Path(cv)), run))
         else:
             lines += [""] + cv_lines(summary)
+    lines += [""] + run_lines
+    if len(summary):
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]
         show = summary.copy()
         show["value [95% CI]"] = [format_ci(v, lo, hi) for v, lo, hi in zip(show.value, show.ci_low, show.ci_high)]

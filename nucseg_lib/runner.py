@@ -141,7 +141,8 @@ def build_book(
     join the book when ``run`` has none of its own; ``cv`` (default: :func:`find_cv`) likewise a
     cross-validation run and its notebook 10. A notebook from another run says how that run differs.
     """
-    from .book import write_results_page
+    from .book import key_findings, run_caveat, write_results_page
+    from .results import read_summary
 
     run = Path(run).resolve()
     replicates = find_replicates(run) if replicates is None else replicates
@@ -157,7 +158,16 @@ def build_book(
     )
     shutil.copytree(REPO / "book", stage / "book")
     intro = stage / "book" / "intro.md"
-    intro.write_text(intro.read_text().replace("<!-- run-description -->", run_description(run / "results")))
+    findings = key_findings(
+        read_summary(run / "results" / "summary.csv"),
+        read_summary((cv / "results" if cv else run / "results") / "summary.csv"),
+        run_caveat(read_record(run / "results" / "run.json")),
+    )
+    intro.write_text(
+        intro.read_text()
+        .replace("<!-- run-description -->", run_description(run / "results"))
+        .replace("<!-- key-findings -->", "\n".join(findings))
+    )
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     curves_table = run / "results" / "time_to_accuracy.csv"
     for other, notebook in ((curves, "09_learning_curves"), (cv, "10_cross_validation")):

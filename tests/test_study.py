@@ -416,3 +416,29 @@ def test_verdicts_of_relative_and_failure_claims_and_the_two_readings_of_size():
     paired = table.loc["Dice + top-K better than Dice alone (paired difference in Dice)"]
     assert paired.verdict == "not measured in this run (it predates the measurement)"  # the model ran, not the pair
     assert table.loc["StarDist: F1 at IoU 0.5"].verdict == "not run" and all(table.why.str.len() > 0)
+
+
+def test_key_findings_box_counts_verdicts_and_says_when_a_run_is_not_findings():
+    from nucseg_lib.book import key_findings, run_caveat
+
+    cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+    rows = [
+        ("baseline", "c", "cpu", "unet_dice", "dice", 0.97, 0.95, 0.99, 20),  # consistent with 0.98
+        ("stardist", "c", "cpu", "stardist", "f1@0.5", 0.70, 0.65, 0.75, 20),  # below 0.88
+        ("beyond", "c", "cpu", "unet_boundary", "f1@0.5_minus_stardist", 0.03, 0.01, 0.05, 20),
+        ("beyond", "c", "cpu", "unet_boundary", "merged", 17, 8, 26, 20),
+        ("beyond", "c", "cpu", "unet_dice_cc", "merged", 52, 35, 71, 20),
+    ]
+    cv = pd.DataFrame(
+        [("cross_validation", "c", "cpu", "unet_boundary", "f1@0.5_minus_stardist", -0.01, -0.03, 0.01, 87)],
+        columns=cols,
+    )
+    box = "\n".join(key_findings(pd.DataFrame(rows, columns=cols), cv))
+    assert box.startswith("```{admonition} Key findings")
+    assert "2 of 3 hold (U-Net with Dice loss; The U-Net clumps touching nuclei)" in box  # StarDist does not
+    assert "boundary-aware U-Net leads StarDist" in box and "(paired, 20 test images)" in box
+    assert "(cross-validation, 87 images) the boundary-aware U-Net cannot be told apart from StarDist" in box
+    assert run_caveat({"profile": "cpu", "dataset": "coelho2009"}) == ""
+    caveat = run_caveat({"profile": "quick", "dataset": "synthetic"})
+    assert caveat.startswith("Not findings: this run trained each model for 200 steps")
+    assert "(not findings)" in key_findings(pd.DataFrame(rows, columns=cols), caveat=caveat)[0]
