@@ -80,7 +80,7 @@ def test_runner_writes_the_contract(smoke_run):
     assert all(v["status"] == "ok" for v in run["notebooks"].values())
     assert run["hardware"]["cores"] >= 1 and run["versions"]["torch"]
     # every model and notebook job said where it ran: here, one machine at one precision
-    assert set(notebooks) | {"model-unet_dice", "model-stardist"} <= set(run["job_machines"])
+    assert set(study) | {"model-unet_dice", "model-stardist"} <= set(run["job_machines"])
     assert set(run["job_machines"].values()) == {f"{run['hardware']['cpu']}, {run['hardware']['precision']}"}
     assert run["interrupted_jobs"] == {}  # nothing was killed
     # the workflow's jobs run with the study's malloc settings (a GLIBC_TUNABLES of the caller's own is kept)
