@@ -20,7 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"
 # the repository's own folders: a run written into one of them would overwrite its sources (notebooks/ holds
 # the notebooks a run executes, and a run's executed copies go to <out>/notebooks/)
-SOURCE_FOLDERS = ("notebooks", "nucseg_lib", "book", "workflow", "tests", "models", "benchmarks", "tools", ".git")
+SOURCE_FOLDERS = (
+    "notebooks",
+    "nucseg_lib",
+    "book",
+    "_static",
+    "workflow",
+    "tests",
+    "models",
+    "benchmarks",
+    "tools",
+    ".git",
+)
 
 
 class FolderError(ValueError):

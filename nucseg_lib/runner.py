@@ -157,6 +157,7 @@ def build_book(
         yaml.safe_dump(book_config(yaml.safe_load((REPO / "_config.yml").read_text())), sort_keys=False)
     )
     shutil.copytree(REPO / "book", stage / "book")
+    shutil.copytree(REPO / "_static", stage / "_static")  # the book's CSS (long lines wrap)
     intro = stage / "book" / "intro.md"
     findings = key_findings(
         read_summary(run / "results" / "summary.csv"),

@@ -214,3 +214,10 @@ def test_docstrings_of_the_api_have_one_style():
             doc = inspect.getdoc(obj) or ""
             assert "Parameters\n----------" in doc, f"nucseg_lib.{module}.{name}: no Parameters section"
             assert "Returns\n-------" in doc or inspect.isclass(obj), f"nucseg_lib.{module}.{name}: no Returns section"
+
+
+def test_the_book_wraps_long_lines():
+    """Outputs such as "What we found" and wide tables wrap rather than scroll sideways: the book's CSS
+    (``_static/wrap.css``; every build stages it, and the smoke book's contract test finds it in the HTML)."""
+    css = (REPO / "_static" / "wrap.css").read_text()
+    assert "white-space: pre-wrap" in css and "overflow-wrap: anywhere" in css

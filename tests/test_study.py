@@ -104,6 +104,7 @@ def test_runner_writes_the_contract(smoke_run):
     assert untrained.sum() == 3 and (table["ours [95% CI]"][untrained] == "not run").all()
     assert (table["ours [95% CI]"][~untrained] != "not run").all()
     assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
+    assert "wrap.css" in (smoke_run / "_build" / "html" / "book" / "results.html").read_text()  # long lines wrap
 
 
 def test_workflow_skips_finished_notebooks(smoke_run):
