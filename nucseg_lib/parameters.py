@@ -127,8 +127,9 @@ def per_profile(item: Callable) -> Callable:
 
 
 def select_notebooks(names) -> list[str]:
-    """The notebooks that ``names`` selects: ``'all'``, or names and prefixes; numbers are notebook numbers
-    (YAML reads ``notebooks=08`` as 8, and ``[01,08]`` arrives as text). ValueError naming an unknown one."""
+    """The notebooks that ``names`` selects: ``'all'`` (every notebook but the opt-in ones,
+    :data:`~nucseg_lib.jobs.OPT_IN_NOTEBOOKS`: the cross-validation), or names and prefixes; numbers are notebook
+    numbers (YAML reads ``notebooks=08`` as 8, and ``[01,08]`` arrives as text). ValueError naming an unknown one."""
     from .jobs import NOTEBOOKS, OPT_IN_NOTEBOOKS
 
     if names == "all":

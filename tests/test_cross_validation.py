@@ -114,3 +114,10 @@ def test_cross_validation_through_the_workflow(tmp_path):
     assert len(diff) == 1 and diff.n_images.iloc[0] == 9 and diff.experiment.iloc[0] == "cross_validation"
     run = json.loads((out / "results" / "run.json").read_text())
     assert set(run["notebooks"]) == {"10_cross_validation"} and len(run["cv_folds_seconds"]) == 4
+
+
+def test_all_leaves_the_cross_validation_out_and_naming_it_selects_it():
+    from nucseg_lib.parameters import select_notebooks
+
+    assert "10_cross_validation" not in select_notebooks("all") and len(select_notebooks("all")) == 9
+    assert select_notebooks([10]) == ["10_cross_validation"] and select_notebooks("10") == ["10_cross_validation"]
