@@ -471,10 +471,9 @@ def write_results_page(
             other = _read_run(curves.parent)
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
-        if cv is not None and Path(cv) != results_dir:
-            lines += [""] + cv_lines(cv_rows, other_run_note("This section", _read_run(Path(cv)), run))
-        else:
-            lines += [""] + cv_lines(summary)
+        other_cv = cv_rows is not summary  # the cross-validation of a sibling run: it says how that run differs
+        note = other_run_note("This section", _read_run(Path(cv)), run) if other_cv else None
+        lines += [""] + cv_lines(cv_rows, note)
     lines += [""] + run_lines
     if len(summary):
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]

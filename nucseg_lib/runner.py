@@ -161,7 +161,7 @@ def build_book(
     intro = stage / "book" / "intro.md"
     findings = key_findings(
         read_summary(run / "results" / "summary.csv"),
-        read_summary((cv / "results" if cv else run / "results") / "summary.csv"),
+        read_summary(cv / "results" / "summary.csv") if cv else None,  # None: the run's own rows
         run_caveat(read_record(run / "results" / "run.json")),
     )
     intro.write_text(
