@@ -1,7 +1,8 @@
 """Does a training setting change accuracy? A U-Net trained under each value of one setting
 (``precision``, the Adam learning rate ``lr`` or the decay ``ema`` of the weight average), same data,
-seeds and steps. ``--method`` picks the U-Net: the boundary U-Net with watershed (``unet_boundary``, the
-default) or the Dice U-Net with connected components (``unet_dice_cc``).
+seeds and steps. ``--method`` picks the model: the boundary U-Net with watershed (``unet_boundary``, the
+default), the Dice U-Net with connected components (``unet_dice_cc``) or StarDist (``stardist``: its
+learning rate only, at the profile's schedule, with snapshots at ``--budgets``; its scale with ``--scale``).
 
 Prints a table; it is not a test. Usage::
 
@@ -10,6 +11,8 @@ Prints a table; it is not a test. Usage::
         --values 1e-4 3e-4 1e-3 --seeds 0 1
     python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --setting ema \
         --method unet_dice_cc --values 0 0.995 --seeds 0
+    python benchmarks/compare_training.py --data-root ../shared/data/coelho2009 --method stardist \
+        --setting lr --values 3e-4 1e-3 --budgets 400 800 1200 1600 --scale 2
 
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
 others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
@@ -48,7 +51,7 @@ def main():
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="precision")
-    ap.add_argument("--method", choices=["unet_boundary", "unet_dice_cc"], default="unet_boundary")
+    ap.add_argument("--method", choices=["unet_boundary", "unet_dice_cc", "stardist"], default="unet_boundary")
     ap.add_argument(
         "--values", nargs="+", default=None, help="values of the setting (default: fp32 bf16; 1e-4 3e-4; 0 0.995)"
     )
@@ -69,10 +72,17 @@ def main():
     study = Study(a.dataset, a.profile, a.data_root, out, experiment="")
     if a.scale:
         study = study.at_scale(a.scale)
+    if a.method == "stardist" and a.setting != "lr":
+        ap.error("StarDist compares learning rates (--setting lr); precision and the weight average are U-Net settings")
     p = plan(study.profile, a.dataset, a.budgets, a.seeds, []) if a.budgets else None
     rows = []
     for value in values:
         for seed in a.seeds:
+            if a.method == "stardist":  # the study's own schedule (epochs of its length), snapshots at the budgets
+                variant = study.variant(seed=seed, stardist_lr=value)
+                steps = variant.profile.stardist_epochs * variant.profile.stardist_steps
+                rows.append(learning_curve(variant, "stardist", a.budgets or [steps]).assign(lr=value))
+                continue
             if p:
                 variant = run_variant(study, p, study.scale, seed).variant(**{a.setting: value})
                 rows.append(learning_curve(variant, a.method, p["budgets"]).assign(**{a.setting: value}))
@@ -93,7 +103,7 @@ def main():
     table.to_csv(os.path.join(out, f"compare_{a.setting}.csv"), index=False)
     cols = [a.setting] * (a.setting != "precision") + ["precision", "seed", "steps", "train_seconds", "val_f1@0.5"]
     cols += ["f1@0.5", "f1@0.5_ci_low", "f1@0.5_ci_high", "f1@0.7", "ap@0.5:0.95"]
-    cols += ["dice", "dice_ci_low", "dice_ci_high"] * (not a.budgets)
+    cols += ["dice", "dice_ci_low", "dice_ci_high"] * (not a.budgets and a.method != "stardist")
     print(
         f"{a.method} on {a.dataset} ({a.profile} profile data, {study.scale:g}x downscaled), {cpu_name()} "
         f"(bf16 features: {', '.join(cpu_bf16_features()) or 'none'}), {os.environ.get('OMP_NUM_THREADS', 'all')} "

@@ -120,12 +120,22 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
                 save_to_json=False,
             )
         params = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
-        return (lambda image: predict_stardist(model, image)), params, float("nan")
+        predict = lambda image: predict_stardist(model, image)  # noqa: E731
+        return predict, params, validation_f1(val_truths, [predict(s.image) for s in study.val])
     from .model_folder import load_snapshot
 
     model = load_snapshot(folder, weights)
     params, table = m.tune([predict_probabilities(model, s.image) for s in study.val], val_truths)
     return (lambda image: m.instances(predict_probabilities(model, image), params)), params, float(table.f1.iloc[0])
+
+
+def validation_f1(truths: list, preds: list) -> float:
+    """Pooled F1 at IoU 0.5 of instance labels on the validation images: the number a setting is chosen on
+    (the U-Nets' post-processing tuners report the same score for their best candidate)."""
+    from .metrics import evaluate_instances, pool
+
+    per_image = evaluate_instances(truths, preds, [str(i) for i in range(len(preds))], thresholds=(0.5,))
+    return float(pool(per_image).iloc[0]["f1"])
 
 
 def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:

@@ -29,7 +29,8 @@ class Profile:
     erf_images: int = 16
     n_boot: int = 1000
     precision: str = "auto"  # U-Net training/inference: bf16 where this machine runs it faster (nucseg_lib.machine)
-    lr: float = 1e-4  # Adam learning rate of the U-Nets (the report's 1e-4; StarDist keeps its own, 3e-4)
+    lr: float = 1e-4  # Adam learning rate of the U-Nets (the report's 1e-4)
+    stardist_lr: float = 3e-4  # StarDist's Adam learning rate (its own default)
     ema: float = 0.0  # decay per step of the U-Nets' weight average (TrainConfig.ema; 0: the last weights)
     # learning curves (notebook 09): snapshot step counts of one long run per method and seed, the
     # training seeds, and the extra scales at which StarDist also runs (beside ``scale``)
@@ -146,6 +147,7 @@ def training_budget(profile: Profile) -> dict:
         "unet_ema": profile.ema,
         "stardist_steps": profile.stardist_epochs * profile.stardist_steps,
         "stardist_epochs": profile.stardist_epochs,
+        "stardist_lr": profile.stardist_lr,
         "batch_size": profile.batch_size,
         "patch_size_px": profile.patch_size,
     }

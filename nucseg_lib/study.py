@@ -211,6 +211,7 @@ class Study:
             steps_per_epoch=p.stardist_steps,
             batch_size=p.batch_size,
             patch_size=p.patch_size,
+            lr=p.stardist_lr,
             seed=self.seed,
             data_tag=self.data_tag,
         )

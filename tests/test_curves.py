@@ -115,3 +115,19 @@ def test_leaders_say_undetermined_or_overlapping_instead_of_a_winner():
     assert lead.loc[100, "verdict"].startswith("undetermined") and pd.isna(lead.loc[100, "run"])
     assert not lead.loc[200, "clear"] and "overlaps b 2x" in lead.loc[200, "verdict"]
     assert lead.loc[400, "clear"] and lead.loc[400, "verdict"].startswith("a 4x leads")
+
+
+def test_validation_f1_is_the_pooled_f1_at_iou_half():
+    """The number a setting is chosen on: pooled over images, so one image with two nuclei (one found)
+    and one with one nucleus (found, plus a false one) give TP 2, FP 1, FN 1: F1 = 4 / 6."""
+    from nucseg_lib.curves import validation_f1
+
+    two = np.zeros((20, 20), np.int32)
+    two[2:8, 2:8], two[12:18, 12:18] = 1, 2
+    one = np.zeros((20, 20), np.int32)
+    one[2:8, 2:8] = 1
+    found_one = one.copy()
+    extra = one.copy()
+    extra[12:18, 2:8] = 2
+    assert validation_f1([two, one], [found_one, extra]) == pytest.approx(4 / 6)
+    assert validation_f1([two], [two]) == 1.0
