@@ -47,11 +47,11 @@ space := $(empty) $(empty)
 reference: venv
 	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu \
 	  "seeds=[0,$(subst $(space),$(comma),$(strip $(REPLICATES)))]" "notebooks=[01,02,03,04,05,06,07,08]" book=false
-	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu
+	$(PY) -m nucseg_lib.pipeline.runner publish --run runs/coelho2009-cpu
 	for s in $(REPLICATES); do \
-	  $(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \
+	  $(PY) -m nucseg_lib.pipeline.runner publish --run runs/coelho2009-cpu-seed$$s --to reference/coelho2009-cpu-seed$$s || exit 1; \
 	done
-	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
+	$(PY) -m nucseg_lib.pipeline.runner book --run reference/coelho2009-cpu
 
 # learning curves (notebook 09) on Coelho 2009: one job per method, scale and training seed (1 thread each,
 # as many at once as cores); published beside the reference run, and its boundary U-Net as the nucseg predict model.
@@ -61,8 +61,8 @@ reference: venv
 curves: venv
 	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu-curves \
 	  notebooks=09 book=false threads=1 lr=1e-4 ema=0
-	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-curves --to reference/coelho2009-cpu-curves
-	$(PY) -m nucseg_lib.runner publish-model --run runs/coelho2009-cpu-curves
+	$(PY) -m nucseg_lib.pipeline.runner publish --run runs/coelho2009-cpu-curves --to reference/coelho2009-cpu-curves
+	$(PY) -m nucseg_lib.pipeline.runner publish-model --run runs/coelho2009-cpu-curves
 
 # cross-validation (notebook 10) on Coelho 2009: the headline comparison with every image a test image once (5 folds,
 # one job per method and fold, 1 thread each); published beside the reference run. Interrupted, it resumes with the
@@ -70,11 +70,11 @@ curves: venv
 cv: venv
 	$(SNAKEMAKE) --config dataset=coelho2009 data_root=$(DATA) profile=cpu out=runs/coelho2009-cpu-cv \
 	  notebooks=10 book=false threads=1
-	$(PY) -m nucseg_lib.runner publish --run runs/coelho2009-cpu-cv --to reference/coelho2009-cpu-cv
+	$(PY) -m nucseg_lib.pipeline.runner publish --run runs/coelho2009-cpu-cv --to reference/coelho2009-cpu-cv
 
 # rebuild the reference book (runs/reference-book) and regenerate book/results.md from reference/
 reference-book: venv
-	$(PY) -m nucseg_lib.runner book --run reference/coelho2009-cpu
+	$(PY) -m nucseg_lib.pipeline.runner book --run reference/coelho2009-cpu
 
 clean:
 	find runs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

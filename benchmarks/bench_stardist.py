@@ -47,7 +47,7 @@ def malloc_label() -> str:
 
 
 def run_one(a) -> dict:
-    from nucseg_lib.stardist_baseline import _augment, _prepare, configure_tensorflow, data_workers
+    from nucseg_lib.train.stardist import _augment, _prepare, configure_tensorflow, data_workers
 
     configure_tensorflow(a.threads)
     import keras

@@ -57,7 +57,7 @@ def step_flops(model, x, y, loss_fn) -> int:
 
 
 def bench_train(device, batch: int, patch: int, steps: int, precision: str):
-    """(seconds per step, patches/s, GFLOP/s) of U-Net training steps as nucseg_lib.training runs them."""
+    """(seconds per step, patches/s, GFLOP/s) of U-Net training steps as nucseg_lib.train.unet runs them."""
     torch.manual_seed(0)
     model = UNet().to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-4)

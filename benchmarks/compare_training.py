@@ -15,7 +15,7 @@ Prints a table; it is not a test. Usage::
         --setting lr --values 3e-4 1e-3 --budgets 400 800 1200 1600 --scale 2
 
 With ``--budgets``, each (value, seed) trains one run of the largest budget with snapshots at the
-others (:mod:`nucseg_lib.curves`); without, it trains the model exactly as the study does at the
+others (:mod:`nucseg_lib.study.curves`); without, it trains the model exactly as the study does at the
 profile's budget (the same configuration, hence the same cache key as the study's boundary
 or Dice U-Net). Both use the profile's data at its downscaling factor, or at ``--scale``. Each model is
 scored like the learning curves: post-processing (watershed, or the components' threshold) tuned on
@@ -39,7 +39,7 @@ SETTINGS = {"precision": (str, ["fp32", "bf16"]), "lr": (float, [1e-4, 3e-4]), "
 def pixel_dice(study, model) -> dict:
     """Notebook 02's score: mean test Dice of the foreground (probability > 0.5) at the model's scale, 95% CI."""
     from nucseg_lib.metrics import mean_with_ci
-    from nucseg_lib.training import pixel_dices
+    from nucseg_lib.train.unet import pixel_dices
 
     ci = mean_with_ci(pixel_dices(model, study.test), n_boot=study.profile.n_boot, seed=study.seed)
     return {"dice": ci["value"], "dice_ci_low": ci["ci_low"], "dice_ci_high": ci["ci_high"]}
@@ -60,11 +60,11 @@ def main():
     ap.add_argument("--scale", type=float, default=None, help="image downscaling factor (default: the profile's)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/compare-<setting>)")
     a = ap.parse_args()
-    from nucseg_lib.curves import evaluate_snapshot, learning_curve, plan, run_variant
     from nucseg_lib.machine import cpu_bf16_features, cpu_name
     from nucseg_lib.methods import METHODS
-    from nucseg_lib.profiles import training_budget
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.curves import evaluate_snapshot, learning_curve, plan, run_variant
+    from nucseg_lib.study.profiles import training_budget
+    from nucseg_lib.study.study import Study
 
     kind, default = SETTINGS[a.setting]
     values = [kind(v) for v in (a.values or default)]

@@ -11,8 +11,8 @@ per nucleus, tuned on validation images:
 - ``stardist``: StarDist 2D, whose own non-maximum suppression makes instances (tuned: its
   probability and NMS thresholds, by StarDist's ``optimize_thresholds``).
 
-Notebook 08, the learning curves (:mod:`~nucseg_lib.curves`), ``nucseg predict``
-(:mod:`~nucseg_lib.predict`) and the shared models of the workflow (:mod:`~nucseg_lib.jobs`)
+Notebook 08, the learning curves (:mod:`~nucseg_lib.study.curves`), ``nucseg predict``
+(:mod:`~nucseg_lib.predict.segmenter`) and the shared models of the workflow (:mod:`~nucseg_lib.pipeline.jobs`)
 all read this table; adding a method is one entry here.
 """
 

@@ -138,7 +138,7 @@ def test_bad_loss_specs_are_refused(spec, msg):
 
 def test_topk_in_pixels_larger_than_the_patch_is_an_error_not_clipped():
     from nucseg_lib.losses import TopKBCELoss, make_loss
-    from nucseg_lib.training import TrainConfig
+    from nucseg_lib.train.unet import TrainConfig
 
     assert TopKBCELoss(6000).n_pixels(128 * 128) == 6000 and TopKBCELoss(0.1).n_pixels(1000) == 100
     with pytest.raises(ValueError, match="20000 pixels is more than the 16384"):
@@ -149,7 +149,7 @@ def test_topk_in_pixels_larger_than_the_patch_is_an_error_not_clipped():
 
 
 def test_notebook_list_parameters_accept_papermill_text():
-    from nucseg_lib.study import parameter_list
+    from nucseg_lib.study.study import parameter_list
 
     assert parameter_list("[0.05, 0.3]", "k") == [0.05, 0.3]
     assert parameter_list([0.1], "k") == [0.1] and parameter_list(0.2, "k") == [0.2]
@@ -211,7 +211,7 @@ def test_prediction_arguments_say_what_is_wrong():
 
 
 def test_list_parameters_from_snakemake_config_text_are_numbers():
-    from nucseg_lib.study import parameter_list
+    from nucseg_lib.study.study import parameter_list
 
     # snakemake --config "k_fractions=[0.05,0.3]" hands the notebook ['0.05', '0.3']
     assert parameter_list(["0.05", "0.3"], "k_fractions") == [0.05, 0.3]

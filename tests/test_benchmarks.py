@@ -24,7 +24,7 @@ def _run(*args, out):
 
 def test_compare_training_learning_rates_at_the_profile_budget(tmp_path, monkeypatch):
     """Without --budgets each value trains the study's own model (same cache key) and is scored once."""
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.study import Study
 
     monkeypatch.setenv("NUCSEG_PRECISION", "fp32")
     printed = _run("--setting", "lr", "--values", "1e-4", "3e-4", "--seeds", "0", out=tmp_path)

@@ -45,7 +45,7 @@ WARNING = re.compile(r"\b\w*Warning: |^WARNING\b|^W\d{4} ", re.M)
 @pytest.fixture(scope="module")
 def reference_book():
     """The reference book, built as the Pages workflow builds it."""
-    from nucseg_lib.runner import REFERENCE, book
+    from nucseg_lib.pipeline.runner import REFERENCE, book
 
     return book(REFERENCE / "coelho2009-cpu").parent.parent  # runs/reference-book
 

@@ -37,7 +37,7 @@ def test_folds_are_dealt_by_cell_line_like_cards():
 
 
 def test_each_fold_tests_on_its_images_and_trains_on_the_others(tmp_path):
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.study import Study
 
     study = Study("synthetic", "smoke", out_dir=tmp_path)
     everything = {s.name for s in study.train + study.val + study.test}
@@ -81,7 +81,7 @@ def _per_image(method: str, tps: list, group: str = "a") -> pd.DataFrame:
 
 
 def test_summary_pools_all_images_and_pairs_the_difference():
-    from nucseg_lib.cross_validation import summarize
+    from nucseg_lib.study.cross_validation import summarize
 
     a = pd.concat([_per_image("A", [10, 10, 10]), _per_image("A", [8, 8], "b")])
     b = pd.concat([_per_image("B", [5, 5, 5]), _per_image("B", [8, 8], "b")])
@@ -117,7 +117,7 @@ def test_cross_validation_through_the_workflow(tmp_path):
 
 
 def test_all_leaves_the_cross_validation_out_and_naming_it_selects_it():
-    from nucseg_lib.parameters import select_notebooks
+    from nucseg_lib.study.parameters import select_notebooks
 
     assert "10_cross_validation" not in select_notebooks("all") and len(select_notebooks("all")) == 9
     assert select_notebooks([10]) == ["10_cross_validation"] and select_notebooks("10") == ["10_cross_validation"]

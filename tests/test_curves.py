@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nucseg_lib.curves import COLUMNS, learning_curve, winner_by_budget
-from nucseg_lib.study import Study
-from nucseg_lib.training import TrainConfig, check_snapshot_steps, load_snapshot, snapshots, train
+from nucseg_lib.study.curves import COLUMNS, learning_curve, winner_by_budget
+from nucseg_lib.study.study import Study
+from nucseg_lib.train.unet import TrainConfig, check_snapshot_steps, load_snapshot, snapshots, train
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_post_processing_is_tuned_on_the_validation_images_only(tmp_path, monkey
 
 
 def test_leaders_say_undetermined_or_overlapping_instead_of_a_winner():
-    from nucseg_lib.curves import leaders
+    from nucseg_lib.study.curves import leaders
 
     w = pd.DataFrame(
         [
@@ -120,7 +120,7 @@ def test_leaders_say_undetermined_or_overlapping_instead_of_a_winner():
 def test_validation_f1_is_the_pooled_f1_at_iou_half():
     """The number a setting is chosen on: pooled over images, so one image with two nuclei (one found)
     and one with one nucleus (found, plus a false one) give TP 2, FP 1, FN 1: F1 = 4 / 6."""
-    from nucseg_lib.curves import validation_f1
+    from nucseg_lib.study.curves import validation_f1
 
     two = np.zeros((20, 20), np.int32)
     two[2:8, 2:8], two[12:18, 12:18] = 1, 2

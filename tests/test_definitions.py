@@ -99,7 +99,7 @@ def test_bootstrap_interval_is_the_central_95_percent():
     lo, hi = M.bootstrap_ci(lambda idx: next(draws), n_items=5, n_boot=1000)
     assert (lo, hi) == pytest.approx((24.975, 974.025))
     # the real-data profiles resample the test images 1000 times, as Methods says
-    from nucseg_lib.profiles import get_profile
+    from nucseg_lib.study.profiles import get_profile
 
     assert get_profile("cpu").n_boot == get_profile("full").n_boot == 1000
 
@@ -234,7 +234,7 @@ def test_coelho_split_is_the_published_runs(coelho_root, tmp_path):
     # the published models were trained, tuned and scored on these splits: a change to the split rule, its
     # salt, the test fraction or the choice of validation images (every 6th training image) moves images
     # between the splits, and the published numbers no longer hold
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.study import Study
     from tests.conftest import REPO
 
     published = pd.read_csv(REPO / "reference" / "coelho2009-cpu" / "results" / "data_images.csv")
@@ -248,7 +248,7 @@ def test_coelho_split_is_the_published_runs(coelho_root, tmp_path):
 
 
 def test_verdicts_and_targets_at_their_edges():
-    from nucseg_lib.claims import f1_target, merged_target, verdict
+    from nucseg_lib.study.claims import f1_target, merged_target, verdict
 
     # notebook 8: "at least StarDist's F1" holds at a tie; "at most half the merges" holds at exactly half
     assert f1_target(0.9, 0.9) == "met" and f1_target(0.899, 0.9).startswith("not met, short by 0.001")

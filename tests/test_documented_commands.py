@@ -124,7 +124,7 @@ def _run_for(cmd: str, tmp: Path, n: int) -> list[str]:
         return ["make", "-n", *args[1:]]
     if args[0].endswith(("bin/snakemake", "bin/papermill", "bin/nucseg", "bin/bioimageio")) or args[1:3] == [
         "-m",
-        "nucseg_lib.bioimageio_export",
+        "nucseg_lib.predict.bioimageio",
     ]:
         return shlex.split(_prepare(cmd, tmp, n))
     raise ValueError(f"no check for the documented command {cmd!r}; add one to tests/test_documented_commands.py")

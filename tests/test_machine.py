@@ -53,7 +53,7 @@ def test_hardware_names_the_cpu_and_precision():
 
 def test_bf16_training_records_its_precision_and_predicts_like_fp32(tmp_path, small_synthetic):
     from nucseg_lib.inference import predict_probabilities
-    from nucseg_lib.training import TrainConfig, load_trained, train
+    from nucseg_lib.train.unet import TrainConfig, load_trained, train
 
     cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, decoder_base=8, precision="bf16")
     model, hist = train(cfg, small_synthetic[:4], small_synthetic[4:5], tmp_path / "m", progress=False)

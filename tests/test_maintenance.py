@@ -86,7 +86,7 @@ def test_licence_matches_the_package_metadata():
 
 
 def test_repository_url_is_the_one_setting_for_the_books_buttons():
-    from nucseg_lib.runner import book_config
+    from nucseg_lib.pipeline.runner import book_config
 
     base = yaml.safe_load((REPO / "_config.yml").read_text())
     assert base["repository"]["url"] == ""  # unset here: no dead buttons
@@ -101,7 +101,7 @@ def test_repository_url_is_the_one_setting_for_the_books_buttons():
 def test_each_book_says_what_its_run_is(tmp_path):
     import json
 
-    from nucseg_lib.runner import run_description
+    from nucseg_lib.pipeline.runner import run_description
 
     (tmp_path / "run.json").write_text(
         json.dumps(
@@ -120,7 +120,7 @@ def test_each_book_says_what_its_run_is(tmp_path):
 
 
 def test_published_files_name_no_machine_paths():
-    from nucseg_lib.runner import REFERENCE, relative_paths
+    from nucseg_lib.pipeline.runner import REFERENCE, relative_paths
 
     machine = str(REPO.parent.resolve())
     for f in sorted(REFERENCE.rglob("*")):
@@ -133,7 +133,7 @@ def test_published_files_name_no_machine_paths():
 def test_published_notebooks_keep_only_the_final_state_of_their_progress_bars():
     import nbformat
 
-    from nucseg_lib.runner import REFERENCE, collapse_streams
+    from nucseg_lib.pipeline.runner import REFERENCE, collapse_streams
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("train()")
@@ -184,13 +184,13 @@ DOCUMENTED_API = {
     "instances": ["connected_components", "watershed_boundary", "tune_watershed", "tune_components"],
     "erf": ["effective_receptive_field", "erf_radius"],
     "inference": ["predict_probabilities"],
-    "training": ["train", "train_or_load"],
+    "train.unet": ["train", "train_or_load"],
     "model": ["build_model"],
-    "predict": ["export_model", "Segmenter.segment"],
+    "predict.segmenter": ["export_model", "Segmenter.segment"],
     "data": ["load_dataset"],
-    "stardist_baseline": ["train_stardist", "predict_stardist"],
-    "study": ["Study.unet"],
-    "results": ["Results", "Results.score_instances"],
+    "train.stardist": ["train_stardist", "predict_stardist"],
+    "study.study": ["Study.unet"],
+    "study.results": ["Results", "Results.score_instances"],
 }
 
 

@@ -45,8 +45,8 @@ def test_the_registry_post_processing_is_the_instances_definitions():
 
 
 def test_shared_models_and_learning_curves_train_the_registrys_losses():
-    from nucseg_lib.jobs import shared_model_loss
     from nucseg_lib.methods import METHODS, combo_loss
+    from nucseg_lib.pipeline.jobs import shared_model_loss
 
     assert shared_model_loss("unet_dice", {}) == METHODS["unet_dice_cc"].loss == "dice"
     assert shared_model_loss("unet_combo", {"combo_k": 0.2}) == combo_loss(0.2)
@@ -54,7 +54,7 @@ def test_shared_models_and_learning_curves_train_the_registrys_losses():
 
 
 def test_no_module_imports_privates_of_another():
-    """The model-folder helpers live in nucseg_lib/model_folder.py: nothing imports a _private name across modules."""
+    """The model-folder helpers live in nucseg_lib/train/model_folder.py: nothing imports a _private name across modules."""
     offenders = []
     for f, text in _sources():
         if not f.endswith(".py"):
@@ -62,16 +62,16 @@ def test_no_module_imports_privates_of_another():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.ImportFrom) and node.level and node.module:
                 offenders += [f"{f}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
-    allowed = {"nucseg_lib/runner.py: jobs.read_record", "nucseg_lib/book.py: ..."}
+    allowed = {"nucseg_lib/pipeline/runner.py: jobs.read_record", "nucseg_lib/pipeline/book.py: ..."}
     assert [o for o in offenders if o not in allowed] == []
 
 
 def test_every_notebooks_parameters_cell_holds_the_declared_parameters():
-    """The study's parameters and each notebook's extra ones (nucseg_lib.parameters.NOTEBOOK_EXTRA) are the
+    """The study's parameters and each notebook's extra ones (nucseg_lib.study.parameters.NOTEBOOK_EXTRA) are the
     variables of the notebooks' parameters cells: a parameter declared but missing from a cell fails here."""
-    from nucseg_lib.jobs import NOTEBOOKS
-    from nucseg_lib.notebook import OVERRIDES, PARAMETERS
-    from nucseg_lib.parameters import NOTEBOOK_EXTRA, WORKFLOW_PARAMETERS
+    from nucseg_lib.pipeline.jobs import NOTEBOOKS
+    from nucseg_lib.study.notebook import OVERRIDES, PARAMETERS
+    from nucseg_lib.study.parameters import NOTEBOOK_EXTRA, WORKFLOW_PARAMETERS
 
     declared = {p.name for p in WORKFLOW_PARAMETERS}
     for name in NOTEBOOKS:

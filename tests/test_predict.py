@@ -10,10 +10,10 @@ import pytest
 import tifffile
 
 from nucseg_lib.metrics import evaluate_instances, pool
-from nucseg_lib.predict import ModelError, Segmenter, equivalent_diameters, export_model, read_settings
+from nucseg_lib.predict.segmenter import ModelError, Segmenter, equivalent_diameters, export_model, read_settings
 from tests.conftest import REPO, disk
 
-NUCSEG = [sys.executable, "-m", "nucseg_lib.cli"]
+NUCSEG = [sys.executable, "-m", "nucseg_lib.predict.cli"]
 
 
 def disks_image(shape=(400, 400), diameter=40, spacing=80):
@@ -78,7 +78,7 @@ def test_diameter_is_estimated_when_not_given():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A smoke-trained boundary U-Net exported as a model folder (its predictions are rough)."""
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.study import Study
 
     tmp = tmp_path_factory.mktemp("exported")
     study = Study("synthetic", "smoke", out_dir=tmp / "run")
@@ -160,7 +160,7 @@ def test_nucseg_predict_command_batch_with_a_corrupt_file(exported, tmp_path):
 
 
 def test_pixel_size_gives_areas_in_square_micrometres():
-    from nucseg_lib.predict import nucleus_table
+    from nucseg_lib.predict.segmenter import nucleus_table
 
     labels = np.zeros((20, 20), np.int32)
     labels[2:6, 2:7] = 1
@@ -220,7 +220,7 @@ def test_published_model_on_a_coelho_image_at_native_size(tmp_path, coelho_test)
 def test_published_model_on_stardists_sample_image(tmp_path):
     from stardist.data import test_image_nuclei_2d
 
-    from nucseg_lib.predict import median_diameter
+    from nucseg_lib.predict.segmenter import median_diameter
 
     image, truth = test_image_nuclei_2d(return_mask=True)
     diameter = median_diameter([truth])  # the user knows their nuclei's size
@@ -237,9 +237,9 @@ def test_published_model_as_a_bioimageio_package(tmp_path):
     """The bioimage.io package passes bioimage.io's own test and predicts what nucseg's inference predicts."""
     from bioimageio.core import load_model_description, predict
 
-    from nucseg_lib.bioimageio_export import export_bioimageio, test_package
     from nucseg_lib.data import synthetic
     from nucseg_lib.inference import predict_probabilities
+    from nucseg_lib.predict.bioimageio import export_bioimageio, test_package
 
     rdf = export_bioimageio(PUBLISHED, tmp_path)
     result = test_package(rdf)
@@ -257,7 +257,7 @@ def test_only_unets_are_packaged_for_bioimageio(exported, tmp_path):
     import json
     import shutil
 
-    from nucseg_lib.bioimageio_export import export_bioimageio
+    from nucseg_lib.predict.bioimageio import export_bioimageio
 
     folder = shutil.copytree(exported, tmp_path / "as_stardist")
     settings = json.loads((folder / "nucseg-model.json").read_text())
@@ -274,7 +274,7 @@ def _fake_export(folder, method):
 
 
 def test_method_picks_one_model_of_a_folder_of_them(tmp_path):
-    from nucseg_lib.cli import UsageError, model_folder
+    from nucseg_lib.predict.cli import UsageError, model_folder
 
     export = tmp_path / "export"  # what notebook 08 writes into a run: one folder per method
     boundary, stardist = (

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nucseg_lib.training import ModelFolderError, TrainConfig, TrainingDiverged, load_trained, train, train_or_load
+from nucseg_lib.train.unet import ModelFolderError, TrainConfig, TrainingDiverged, load_trained, train, train_or_load
 
 TINY = dict(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, decoder_base=8)
 
@@ -90,7 +90,7 @@ def test_untrained_configurations_are_refused():
 
 
 def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synthetic, monkeypatch):
-    import nucseg_lib.training as T
+    import nucseg_lib.train.unet as T
 
     class NaNLoss(torch.nn.Module):
         def forward(self, logits, target):
@@ -115,8 +115,8 @@ def test_divergence_is_recorded_and_never_cached_as_a_model(tmp_path, small_synt
 
 
 def test_results_page_shows_divergence_not_a_dice_of_zero():
-    from nucseg_lib.book import claims_table
-    from nucseg_lib.results import SUMMARY_COLUMNS
+    from nucseg_lib.pipeline.book import claims_table
+    from nucseg_lib.study.results import SUMMARY_COLUMNS
 
     rows = pd.DataFrame(
         [["topk", "synthetic", "smoke", "unet_topk_0.1", "diverged_at_step", 37, np.nan, np.nan, 0]],
@@ -157,8 +157,8 @@ def _finished_run(root: Path, seed: int = 0) -> Path:
 
 
 def test_publish_checks_the_run_before_touching_the_target(tmp_path):
-    from nucseg_lib.jobs import JobError
-    from nucseg_lib.runner import publish
+    from nucseg_lib.pipeline.jobs import JobError
+    from nucseg_lib.pipeline.runner import publish
 
     run = _finished_run(tmp_path)
     to = tmp_path / "reference"
@@ -186,12 +186,21 @@ def test_publish_from_the_shell_keeps_the_target_on_a_typo(tmp_path):
     run = _finished_run(tmp_path)
     to = tmp_path / "reference"
     subprocess.run(
-        [sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(run), "--to", str(to)],
+        [sys.executable, "-m", "nucseg_lib.pipeline.runner", "publish", "--run", str(run), "--to", str(to)],
         check=True,
         capture_output=True,
     )
     r = subprocess.run(
-        [sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(tmp_path / "rnu"), "--to", str(to)],
+        [
+            sys.executable,
+            "-m",
+            "nucseg_lib.pipeline.runner",
+            "publish",
+            "--run",
+            str(tmp_path / "rnu"),
+            "--to",
+            str(to),
+        ],
         capture_output=True,
         text=True,
     )
@@ -202,7 +211,7 @@ def test_publish_from_the_shell_keeps_the_target_on_a_typo(tmp_path):
 def test_a_killed_notebook_never_leaves_a_half_executed_copy(tmp_path, monkeypatch):
     import papermill as pm
 
-    from nucseg_lib.jobs import execute_notebook
+    from nucseg_lib.pipeline.jobs import execute_notebook
 
     run = _finished_run(tmp_path)
     finished = (run / "notebooks" / "01_data.ipynb").read_text()
@@ -308,7 +317,7 @@ def test_a_run_folder_never_mixes_two_learning_rates(tmp_path):
 
 
 def test_notebook_parameters_set_the_learning_rate_and_weight_average(tmp_path):
-    from nucseg_lib.notebook import setup
+    from nucseg_lib.study.notebook import setup
 
     params = {"dataset": "synthetic", "profile": "smoke", "data_root": None, "out_dir": str(tmp_path), "seed": 0}
     assert setup("x", {**params, "lr": 3e-4}).unet_config().lr == 3e-4
@@ -362,7 +371,7 @@ def test_a_resumed_run_keeps_the_precision_it_began_with(tmp_path, monkeypatch):
     cache keys hold the precision, and notebooks would otherwise retrain the models the run already has."""
     import json
 
-    from nucseg_lib.jobs import recorded_precision
+    from nucseg_lib.pipeline.jobs import recorded_precision
     from tests.conftest import snakemake
 
     out = tmp_path / "run"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nucseg_lib.metrics import evaluate_instances, instance_summary
-from nucseg_lib.stardist_baseline import StarDistConfig, load_stardist, predict_stardist, train_stardist
+from nucseg_lib.train.stardist import StarDistConfig, load_stardist, predict_stardist, train_stardist
 
 pytestmark = pytest.mark.slow  # trains StarDist
 
@@ -99,7 +99,7 @@ def test_a_folder_from_before_the_resume_state_resumes_from_its_history(tmp_path
 
     import pandas as pd
 
-    from nucseg_lib.stardist_baseline import _state_from_history
+    from nucseg_lib.train.stardist import _state_from_history
 
     tr = [s for s in small_synthetic if s.meta["split"] == "train"]
     cfg = StarDistConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64, threads=1)
@@ -122,7 +122,7 @@ def test_a_folder_from_before_the_resume_state_resumes_from_its_history(tmp_path
     (folder / "weights_now.h5").write_bytes(b"not hdf5")  # a file cut short by a kill: a clear error
     (folder / "DONE").unlink()
     shutil.rmtree(folder / "resume", ignore_errors=True)
-    from nucseg_lib.training import ModelFolderError
+    from nucseg_lib.train.unet import ModelFolderError
 
     with pytest.raises(ModelFolderError, match="weights_now.h5: cannot resume from it"):
         train_stardist(cfg, tr[:4], tr[4:], tmp_path, name="old", verbose=0)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nucseg_lib.book import claims_table, verdict, write_results_page
-from nucseg_lib.results import SUMMARY_COLUMNS, read_summary
-from nucseg_lib.study import Study, method_name
+from nucseg_lib.pipeline.book import claims_table, verdict, write_results_page
+from nucseg_lib.study.results import SUMMARY_COLUMNS, read_summary
+from nucseg_lib.study.study import Study, method_name
 from tests.conftest import REPO
 
 
@@ -72,7 +72,7 @@ def test_runner_writes_the_contract(smoke_run):
     assert {"dice", "boundary_dice", "f1@0.5", "ap@0.5:0.95", "pq@0.5", "merged", "split"} <= set(summary.metric)
     run = json.loads((smoke_run / "results" / "run.json").read_text())
     assert run["dataset"] == "synthetic" and run["profile"] == "smoke"
-    from nucseg_lib.jobs import OPT_IN_NOTEBOOKS
+    from nucseg_lib.pipeline.jobs import OPT_IN_NOTEBOOKS
 
     notebooks = sorted(path.stem for path in (Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     study = [n for n in notebooks if n not in OPT_IN_NOTEBOOKS]  # the cross-validation runs only when named
@@ -119,7 +119,7 @@ def test_workflow_skips_finished_notebooks(smoke_run):
 
 
 def test_workflow_refuses_to_write_into_the_reference(tmp_path):
-    from nucseg_lib.jobs import REPO
+    from nucseg_lib.pipeline.jobs import REPO
     from tests.conftest import snakemake
 
     r = snakemake(tmp_path, "profile=smoke", f"out={REPO / 'reference' / 'x'}", args=["-n"], check=False)
@@ -140,14 +140,14 @@ def test_results_page(tmp_path, smoke_run):
 
 
 def test_learning_rate_of_runs_assembled_before_it_was_recorded():
-    from nucseg_lib.book import unet_lr
+    from nucseg_lib.pipeline.book import unet_lr
 
     assert unet_lr({"budget": {"unet_lr": 3e-4}}) == 3e-4
     assert unet_lr({"budget": {"unet_steps": 1600}}) == unet_lr({}) == 1e-4  # TrainConfig's default then
 
 
 def test_budget_line_names_the_weight_average_only_when_used():
-    from nucseg_lib.book import _budget_lines
+    from nucseg_lib.pipeline.book import _budget_lines
 
     b = {"unet_steps": 1600, "unet_epochs": 80, "unet_lr": 1e-3, "stardist_steps": 1600, "batch_size": 8}
     b["patch_size_px"] = 128
@@ -158,7 +158,7 @@ def test_budget_line_names_the_weight_average_only_when_used():
 
 def test_run_json_records_the_runs_own_training_overrides(tmp_path):
     """A run made with lr=, ema= and epochs= overrides records those in run.json's budget, not the profile's."""
-    from nucseg_lib.jobs import assemble
+    from nucseg_lib.pipeline.jobs import assemble
 
     (tmp_path / "results").mkdir()
     params = {"dataset": "synthetic", "profile": "cpu", "lr": 1e-4, "ema": 0.99, "epochs": 10, "batch_size": None}
@@ -170,7 +170,7 @@ def test_run_json_records_the_runs_own_training_overrides(tmp_path):
 
 def test_run_json_names_each_machine_when_the_jobs_ran_on_several(tmp_path):
     """A run resumed on another CPU (or spread over a cluster) says which job ran where, not just one CPU."""
-    from nucseg_lib.jobs import assemble, job_name
+    from nucseg_lib.pipeline.jobs import assemble, job_name
 
     machines = tmp_path / "results" / "machines"
     machines.mkdir(parents=True)
@@ -191,8 +191,8 @@ def test_run_json_names_each_machine_when_the_jobs_ran_on_several(tmp_path):
 
 def test_a_job_that_never_finished_is_recorded_as_interrupted(tmp_path):
     """A start after a start without a finish is a resume; a start after a finish is a re-run."""
-    from nucseg_lib.book import write_results_page
-    from nucseg_lib.jobs import assemble, record_finished, record_machine
+    from nucseg_lib.pipeline.book import write_results_page
+    from nucseg_lib.pipeline.jobs import assemble, record_finished, record_machine
 
     record_machine(tmp_path, "03_transfer")  # killed: never finished
     first = json.loads((tmp_path / "results" / "machines" / "03_transfer.json").read_text())["started"]
@@ -214,7 +214,7 @@ def test_a_job_that_never_finished_is_recorded_as_interrupted(tmp_path):
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):
     import shutil
 
-    from nucseg_lib.runner import find_replicates
+    from nucseg_lib.pipeline.runner import find_replicates
 
     run = tmp_path / "study"
     shutil.copytree(smoke_run / "results", run / "results")
@@ -243,7 +243,7 @@ def test_workflow_refuses_an_unknown_profile_before_running_anything(tmp_path):
 def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
     import papermill as pm
 
-    from nucseg_lib.jobs import REPO
+    from nucseg_lib.pipeline.jobs import REPO
 
     pm.execute_notebook(
         str(REPO / "notebooks" / "04_topk.ipynb"),
@@ -259,7 +259,7 @@ def test_topk_notebook_reruns_with_new_k_through_papermill(tmp_path):
 
 
 def test_notebook_8_targets_are_undetermined_on_degenerate_numbers():
-    from nucseg_lib.claims import f1_target, merged_target
+    from nucseg_lib.study.claims import f1_target, merged_target
 
     assert f1_target(0.0, 0.0).startswith("undetermined") and f1_target(float("nan"), 0.8).startswith("undetermined")
     assert f1_target(0.9, 0.8) == "met" and f1_target(0.7, 0.8) == "not met, short by 0.100"
@@ -285,7 +285,7 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
     """Notebook 07 tests the report's design check: its closing cell says so, with the verdict."""
     from types import SimpleNamespace
 
-    from nucseg_lib.notebook import findings
+    from nucseg_lib.study.notebook import findings
 
     rows = [
         ("receptive_field", "coelho2009", "cpu", "unet_dice", "erf_diameter95_px", 46.0, None, None, 32),
@@ -302,7 +302,7 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
 def test_the_published_run_is_the_cpu_profiles_run(run):
     """What `make reference` would train today is what the published run trained: changing the cpu profile's
     budget, learning rate or weight average without re-publishing the reference run fails here."""
-    from nucseg_lib.profiles import get_profile, training_budget
+    from nucseg_lib.study.profiles import get_profile, training_budget
     from tests.conftest import REPO
 
     record = json.loads((REPO / "reference" / run / "results" / "run.json").read_text())
@@ -332,8 +332,8 @@ def test_findings_of_a_short_synthetic_run_say_they_are_not_findings_and_name_th
     report's K says the claim was not trained with these parameters and lists the run's own K instead."""
     from types import SimpleNamespace
 
-    from nucseg_lib.notebook import findings
-    from nucseg_lib.profiles import get_profile
+    from nucseg_lib.study.notebook import findings
+    from nucseg_lib.study.profiles import get_profile
 
     cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
     rows = [
@@ -360,8 +360,8 @@ def test_a_notebook_from_another_run_says_how_that_run_differs(tmp_path):
     its page and the results page's curves section say so; a run with the book's settings gets no note."""
     import nbformat
 
-    from nucseg_lib.book import other_run_note
-    from nucseg_lib.runner import note_other_run
+    from nucseg_lib.pipeline.book import other_run_note
+    from nucseg_lib.pipeline.runner import note_other_run
 
     book_run = {
         "assembled": "2026-12-03T10:00:00",
@@ -422,7 +422,7 @@ def test_verdicts_of_relative_and_failure_claims_and_the_two_readings_of_size():
 
 
 def test_key_findings_box_counts_verdicts_and_says_when_a_run_is_not_findings():
-    from nucseg_lib.book import key_findings, run_caveat
+    from nucseg_lib.pipeline.book import key_findings, run_caveat
 
     cols = ["experiment", "dataset", "profile", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
     rows = [

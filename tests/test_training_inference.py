@@ -7,7 +7,7 @@ import torch
 
 from nucseg_lib.inference import _window, predict_probabilities
 from nucseg_lib.targets import three_class
-from nucseg_lib.training import PatchSampler, TrainConfig, load_trained, train, train_or_load, update_average
+from nucseg_lib.train.unet import PatchSampler, TrainConfig, load_trained, train, train_or_load, update_average
 
 
 def tiny_config(**kw):

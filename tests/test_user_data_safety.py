@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_lib.folders import FolderError, check_run_folder, replace_folder
-from nucseg_lib.jobs import JobError
-from nucseg_lib.runner import PUBLISHED_MARKER, publish
+from nucseg_lib.pipeline.folders import FolderError, check_run_folder, replace_folder
+from nucseg_lib.pipeline.jobs import JobError
+from nucseg_lib.pipeline.runner import PUBLISHED_MARKER, publish
 from tests.conftest import REPO, snakemake
 
-NUCSEG = [sys.executable, "-m", "nucseg_lib.cli"]
+NUCSEG = [sys.executable, "-m", "nucseg_lib.predict.cli"]
 
 
 def thesis(folder):
@@ -57,7 +57,7 @@ def test_publish_refuses_a_folder_of_the_users_and_touches_nothing(tmp_path):
     assert (target / "chapter1.tex").read_text() == "\\chapter{Nuclei}\n" and (target / "figs" / "fig1.pdf").exists()
     assert not (target / "notebooks").exists() and not list(tmp_path.glob(".thesis*"))  # no stage left behind
     r = subprocess.run(
-        [sys.executable, "-m", "nucseg_lib.runner", "publish", "--run", str(run), "--to", str(target)],
+        [sys.executable, "-m", "nucseg_lib.pipeline.runner", "publish", "--run", str(run), "--to", str(target)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -82,7 +82,7 @@ def test_the_published_reference_folders_carry_the_marker():
 
 
 def test_export_model_refuses_a_folder_of_the_users(tmp_path):
-    from nucseg_lib.predict import MODEL_FILE, ModelError, export_model
+    from nucseg_lib.predict.segmenter import MODEL_FILE, ModelError, export_model
 
     labels = [np.pad(np.ones((8, 8), np.int32), 4)]
     target = thesis(tmp_path / "thesis")
@@ -117,7 +117,7 @@ def threshold_model(tmp_path_factory):
     import torch
 
     from nucseg_lib.model import build_model
-    from nucseg_lib.predict import MODEL_FILE
+    from nucseg_lib.predict.segmenter import MODEL_FILE
 
     folder = tmp_path_factory.mktemp("model") / "m"
     folder.mkdir()
@@ -152,7 +152,7 @@ def predict(*args):
     import io
     from types import SimpleNamespace
 
-    from nucseg_lib.cli import main
+    from nucseg_lib.predict.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -242,7 +242,7 @@ def test_publish_refuses_a_run_whose_notebooks_were_not_executed(tmp_path):
 
 
 def test_a_notebook_study_inside_reference_is_refused_and_truncates_nothing():
-    from nucseg_lib.study import Study
+    from nucseg_lib.study.study import Study
 
     part = REPO / "reference" / "coelho2009-cpu" / "results" / "parts" / "baseline.csv"
     before = part.read_text()
@@ -270,7 +270,7 @@ def test_a_notebook_study_inside_reference_is_refused_and_truncates_nothing():
     ],
 )
 def test_bad_config_values_are_refused_naming_the_key(item, msg):
-    from nucseg_lib.parameters import ParameterError, check_config
+    from nucseg_lib.study.parameters import ParameterError, check_config
 
     with pytest.raises(ParameterError, match=msg):
         check_config({"profile": "smoke", "seeds": [0], **item})
@@ -291,7 +291,7 @@ def test_bad_config_values_stop_the_dry_run(tmp_path):
 
 
 def test_check_config_converts_command_line_text():
-    from nucseg_lib.parameters import check_config
+    from nucseg_lib.study.parameters import check_config
 
     c = check_config({"seeds": ["0", "2"], "k_fractions": "[0.05,0.3]", "lr": "1e-3", "book": "false", "budgets": None})
     assert c["seeds"] == [0, 2] and c["k_fractions"] == [0.05, 0.3] and c["lr"] == 1e-3 and c["book"] is False
@@ -300,7 +300,7 @@ def test_check_config_converts_command_line_text():
 def test_the_default_config_passes_its_own_checks():
     import yaml
 
-    from nucseg_lib.parameters import WORKFLOW_PARAMETERS, check_config
+    from nucseg_lib.study.parameters import WORKFLOW_PARAMETERS, check_config
 
     config = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())
     check_config(config)
@@ -312,9 +312,9 @@ def test_the_default_config_passes_its_own_checks():
 def test_predict_runs_at_this_machines_precision_and_the_recorded_normalization(threshold_model, monkeypatch, tmp_path):
     import shutil
 
-    from nucseg_lib import predict as predict_module
     from nucseg_lib.inference import predict_probabilities
-    from nucseg_lib.predict import MODEL_FILE, Segmenter
+    from nucseg_lib.predict import segmenter as predict_module
+    from nucseg_lib.predict.segmenter import MODEL_FILE, Segmenter
 
     monkeypatch.setenv("NUCSEG_PRECISION", "fp32")  # what resolve_precision('auto') says on a CPU without bf16
     seg = Segmenter(threshold_model)  # config.json says bf16: the training machine's, not this one's

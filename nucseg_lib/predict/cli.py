@@ -31,7 +31,8 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from ..pipeline.folders import REPO
+
 PUBLISHED_MODELS = REPO / "models"  # the models a fresh clone has (no download): the boundary U-Net
 DEFAULT_METHOD = "unet_boundary"
 SUFFIXES = (".tif", ".tiff", ".png")
@@ -131,8 +132,8 @@ def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from .data.common import read_image
-    from .predict import nucleus_table, outline_overlay
+    from ..data.common import read_image
+    from .segmenter import nucleus_table, outline_overlay
 
     image = read_image(path, channel=channel)
     labels, info = segmenter.segment(image, pixel_size=pixel_size, nucleus_diameter=nucleus_diameter)
@@ -154,7 +155,7 @@ def segment_file(segmenter, path: Path, out: Path, channel, pixel_size, nucleus_
 def model_folder(model, method: str | None) -> Path:
     """The exported model folder that ``-m`` and ``--method`` name (see the module docstring); UsageError
     naming the methods the folder holds when it has none or not the one asked for."""
-    from .predict import exported_models
+    from .segmenter import exported_models
 
     folder = Path(model)
     if not folder.is_dir():
@@ -176,7 +177,7 @@ def model_folder(model, method: str | None) -> Path:
 def predict_main(a) -> int:
     from tqdm import tqdm
 
-    from .predict import ModelError, Segmenter
+    from .segmenter import ModelError, Segmenter
 
     try:
         folder = model_folder(a.model, a.method)  # a usage error before any image is read
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
         help="an exported model folder, or a folder of them such as a run's export/ (default: the published "
         "models/, which holds unet_boundary)",
     )
-    from .methods import METHODS
+    from ..methods import METHODS
 
     p.add_argument(
         "--method",

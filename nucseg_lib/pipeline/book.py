@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import CLAIMS, CLUMP_CLAIM, ERF_CLAIM, f1_target, merged_target, verdict, why
-from .results import read_summary
+from ..study.claims import CLAIMS, CLUMP_CLAIM, ERF_CLAIM, f1_target, merged_target, verdict, why
+from ..study.results import read_summary
 
 
 def _read_run(results_dir: Path) -> dict:
@@ -242,7 +242,7 @@ def other_run_note(what: str, other: dict, this: dict) -> str | None:
 def curves_lines(curves: pd.DataFrame, lr: float, note: str | None = None) -> list[str]:
     """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``, U-Nets at Adam learning
     rate ``lr``): who wins at equal steps and at equal wall-clock time, per budget, with the seeds' spread."""
-    from .curves import leaders, winner_by_budget
+    from ..study.curves import leaders, winner_by_budget
 
     seeds = sorted(curves.seed.unique())
     lines = [
@@ -324,12 +324,12 @@ def cv_lines(summary: pd.DataFrame, note: str | None = None) -> list[str]:
 
 
 def run_caveat(run: dict) -> str:
-    """The "Not findings" sentence (:func:`~nucseg_lib.notebook.not_findings_caveat`) for a run's ``run.json``:
+    """The "Not findings" sentence (:func:`~nucseg_lib.study.notebook.not_findings_caveat`) for a run's ``run.json``:
     a short profile or the synthetic data; empty for a real-data run at the cpu or full budget."""
     from types import SimpleNamespace
 
-    from .notebook import not_findings_caveat
-    from .profiles import PROFILES
+    from ..study.notebook import not_findings_caveat
+    from ..study.profiles import PROFILES
 
     profile = PROFILES.get(run.get("profile"))
     if profile is None:

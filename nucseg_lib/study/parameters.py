@@ -128,9 +128,9 @@ def per_profile(item: Callable) -> Callable:
 
 def select_notebooks(names) -> list[str]:
     """The notebooks that ``names`` selects: ``'all'`` (every notebook but the opt-in ones,
-    :data:`~nucseg_lib.jobs.OPT_IN_NOTEBOOKS`: the cross-validation), or names and prefixes; numbers are notebook
+    :data:`~nucseg_lib.pipeline.jobs.OPT_IN_NOTEBOOKS`: the cross-validation), or names and prefixes; numbers are notebook
     numbers (YAML reads ``notebooks=08`` as 8, and ``[01,08]`` arrives as text). ValueError naming an unknown one."""
-    from .jobs import NOTEBOOKS, OPT_IN_NOTEBOOKS
+    from ..pipeline.jobs import NOTEBOOKS, OPT_IN_NOTEBOOKS
 
     if names == "all":
         return [nb for nb in NOTEBOOKS if nb not in OPT_IN_NOTEBOOKS]
@@ -156,7 +156,7 @@ def profile_name(v):
 
 
 def dataset_name(v):
-    from .data import DATASETS
+    from ..data import DATASETS
 
     if v not in DATASETS:
         raise ValueError(f"unknown dataset {v!r}; choose from {', '.join(DATASETS)}")
@@ -200,7 +200,7 @@ WORKFLOW_PARAMETERS = (
 )
 
 
-# what each notebook gets beyond the study's parameters (nucseg_lib.notebook.PARAMETERS and OVERRIDES): workflow
+# what each notebook gets beyond the study's parameters (nucseg_lib.study.notebook.PARAMETERS and OVERRIDES): workflow
 # keys passed as papermill parameters of the same name; a change of one re-runs the notebooks that use it
 NOTEBOOK_EXTRA = {
     "04_topk": ("k_fractions", "combo_k"),

@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.common import Sample, normalize_percentile
-from .losses import make_loss, n_classes
-from .machine import autocast
-from .model import build_model, pick_device
+from ..data.common import Sample, normalize_percentile
+from ..losses import make_loss, n_classes
+from ..machine import autocast
+from ..model import build_model, pick_device
+from ..targets import make_target
 from .model_folder import (  # noqa: F401 (ModelFolderError, load_trained, snapshots, ...: part of this module's API)
     ModelFolderError,
     TrainingDiverged,
@@ -48,7 +49,6 @@ from .model_folder import (  # noqa: F401 (ModelFolderError, load_trained, snaps
     torch_load,
     write_json_atomic,
 )
-from .targets import make_target
 
 AUGMENT_SCALE = (0.75, 1.33)  # random zoom of training patches: the nucleus sizes a model has seen, relative
 
@@ -191,8 +191,8 @@ def validation_dice(model, samples: Sequence[Sample], device=None, tile: int | N
 def pixel_dices(model, samples: Sequence[Sample], device=None, tile: int | None = 1024) -> np.ndarray:
     """Pixel Dice of the thresholded foreground (p > 0.5) of each sample, at the samples' scale (notebook 02's
     score; ``tile`` as in :func:`~nucseg_lib.inference.predict_probabilities`)."""
-    from .inference import foreground_probability, predict_probabilities
-    from .metrics import dice
+    from ..inference import foreground_probability, predict_probabilities
+    from ..metrics import dice
 
     return np.array(
         [
@@ -246,7 +246,7 @@ def train(
     train_samples, val_samples : sequence of Sample
         Training and validation images with their labels.
     out_dir : path
-        The model folder (:mod:`~nucseg_lib.model_folder`): checkpoints, ``history.csv``, ``weights.pt``.
+        The model folder (:mod:`~nucseg_lib.train.model_folder`): checkpoints, ``history.csv``, ``weights.pt``.
     device : torch.device, optional
         Default: a GPU when there is one, else the CPU.
     progress : bool

@@ -7,7 +7,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .data.common import normalize_percentile
+from ..data.common import normalize_percentile
 
 
 def outlines(labels: np.ndarray) -> np.ndarray:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import METHODS, get_method
-from .sizes import equivalent_diameters, median_diameter  # noqa: F401 (part of this module's API)
-from .training import AUGMENT_SCALE
+from ..methods import METHODS, get_method
+from ..sizes import equivalent_diameters, median_diameter  # noqa: F401 (part of this module's API)
+from ..train.unet import AUGMENT_SCALE
 
 MODEL_FILE = "nucseg-model.json"
 MIN_NUCLEI_FOR_ESTIMATE = 3
@@ -58,7 +58,7 @@ def export_model(
     ``out`` must be new, empty or an earlier exported model (it holds ``nucseg-model.json``): any other
     folder is a :class:`ModelError` and is left as it was.
 
-    ``source``: a trained U-Net folder (:mod:`nucseg_lib.training`); ``stardist_model``: a
+    ``source``: a trained U-Net folder (:mod:`nucseg_lib.train.unet`); ``stardist_model``: a
     trained StarDist model (``method='stardist'``). ``train_labels``: the training label
     images at the model's scale (their median nucleus diameter is recorded); ``scale``: the
     factor by which the training images were downscaled (the first guess for new images).
@@ -97,7 +97,7 @@ def export_model(
     """
     import torch
 
-    from .folders import FolderError, check_replaceable, replace_folder
+    from ..pipeline.folders import FolderError, check_replaceable, replace_folder
 
     get_method(method)  # ValueError naming the known methods
     out = Path(out)
@@ -129,7 +129,7 @@ def export_model(
         **(extra or {}),
     }
     (stage / MODEL_FILE).write_text(json.dumps(settings, indent=2))
-    (stage / "README.md").write_text(card or f"# {method}\n\nExported by nucseg_lib.predict.export_model.\n")
+    (stage / "README.md").write_text(card or f"# {method}\n\nExported by nucseg_lib.predict.segmenter.export_model.\n")
     try:  # an earlier export (it holds nucseg-model.json) is replaced; a folder of the user's is refused
         return replace_folder(stage, out, MODEL_FILE, "export_model: out")
     except FolderError as exc:
@@ -193,7 +193,7 @@ def read_settings(folder) -> dict:
     if not path.is_file():
         raise ModelError(
             f"{folder}: not an exported model (no {MODEL_FILE}); export one with "
-            f"nucseg_lib.predict.export_model (notebook 08 exports its models to <run>/export/)"
+            f"nucseg_lib.predict.segmenter.export_model (notebook 08 exports its models to <run>/export/)"
         )
     try:
         settings = json.loads(path.read_text())
@@ -253,12 +253,12 @@ class Segmenter:
         self.normalization = normalization_of(self.settings, self.folder / MODEL_FILE)
         self.precision = "fp32"
         if not get_method(self.method).is_unet:
-            from .stardist_baseline import load_stardist
+            from ..train.stardist import load_stardist
 
             self.model = load_stardist(self.folder / "stardist")
         else:
-            from .machine import resolve_precision
-            from .model_folder import ModelFolderError, model_with_weights
+            from ..machine import resolve_precision
+            from ..train.model_folder import ModelFolderError, model_with_weights
 
             try:
                 self.model, _ = model_with_weights(self.folder, self.folder / "weights.pt", device)
@@ -293,8 +293,8 @@ class Segmenter:
         """Instances of ``image`` predicted at 1/``factor`` of its size, returned at its own size."""
         from skimage.transform import resize
 
-        from .data.common import resize_labels
-        from .inference import MIN_SIDE
+        from ..data.common import resize_labels
+        from ..inference import MIN_SIDE
 
         h, w = image.shape
         shape = (max(1, round(h / factor)), max(1, round(w / factor)))
@@ -312,13 +312,13 @@ class Segmenter:
         return resize_labels(self._instances(small.astype(np.float32)), image.shape)
 
     def _instances(self, image: np.ndarray) -> np.ndarray:
-        from .data.common import normalize_percentile
-        from .inference import predict_probabilities
+        from ..data.common import normalize_percentile
+        from ..inference import predict_probabilities
 
         x = normalize_percentile(image, self.normalization["pmin"], self.normalization["pmax"])
         method = get_method(self.method)
         if not method.is_unet:
-            from .stardist_baseline import predict_stardist
+            from ..train.stardist import predict_stardist
 
             return predict_stardist(self.model, x, normalize=False)
         return method.instances(predict_probabilities(self.model, x, normalize=False), self.post)
@@ -407,7 +407,7 @@ def outline_overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """RGB uint8: the image (percentile-normalized, grey) with nucleus outlines in yellow."""
     from skimage.segmentation import find_boundaries
 
-    from .data.common import normalize_percentile
+    from ..data.common import normalize_percentile
 
     grey = (np.clip(normalize_percentile(image), 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([grey] * 3, axis=-1)

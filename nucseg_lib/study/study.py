@@ -2,8 +2,8 @@
 
 Notebooks create one :class:`Study` from their parameters and use it to load the splits, train
 (or reuse) models, and record numbers through :attr:`Study.results`
-(:class:`~nucseg_lib.results.Results`: the results contract). The budgets are the profiles of
-:mod:`nucseg_lib.profiles`.
+(:class:`~nucseg_lib.study.results.Results`: the results contract). The budgets are the profiles of
+:mod:`nucseg_lib.study.profiles`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..data import load_dataset
+from ..data.common import Sample
 from .claims import PAPER  # noqa: F401 (notebooks import it from here)
-from .data import load_dataset
-from .data.common import Sample
 from .profiles import resolve_profile
 from .results import Results
 
@@ -39,7 +39,7 @@ class Study:
         self.profile = resolve_profile(profile, **overrides)
         self.dataset, self.data_root, self.seed, self.experiment = dataset, data_root, seed, experiment
         self.data_seed = seed  # the synthetic data's seed; variant(seed=...) changes only the training seed
-        from .folders import check_run_folder
+        from ..pipeline.folders import check_run_folder
 
         check_run_folder(out_dir)  # not reference/ (its results would be truncated), not the repository's sources
         self.out_dir = Path(out_dir)
@@ -65,7 +65,7 @@ class Study:
             if self.profile.max_images:
                 train, test = train[: self.profile.max_images], test[: max(2, self.profile.max_images // 2)]
             if self.fold:  # cross-validation: fold k of all the images is the test set, the others train
-                from .data.common import cross_validation_folds
+                from ..data.common import cross_validation_folds
 
                 k, n = self.fold
                 fold = cross_validation_folds(train + test, n)
@@ -100,8 +100,8 @@ class Study:
 
     # ---------------------------------------------------------------- models
     def unet_config(self, loss: str = "dice", init: str = "scratch", **kw):
-        from .machine import resolve_precision
-        from .training import TrainConfig
+        from ..machine import resolve_precision
+        from ..train.unet import TrainConfig
 
         p = self.profile
         kw.setdefault("precision", resolve_precision(p.precision))
@@ -177,14 +177,14 @@ class Study:
         snapshot_steps : sequence of int
             Keep the weights after those step counts (learning curves).
         **kw
-            Other :class:`~nucseg_lib.training.TrainConfig` fields.
+            Other :class:`~nucseg_lib.train.unet.TrainConfig` fields.
 
         Returns
         -------
         (UNet, DataFrame, Path)
             The model, its training history and its folder under ``models/``.
         """
-        from .training import train_or_load
+        from ..train.unet import train_or_load
 
         cfg = self.unet_config(loss, init, **kw)
         if train is not None:  # a custom training set gets its own cache key
@@ -203,7 +203,7 @@ class Study:
 
     def stardist(self, verbose: int = 2, snapshot_steps=()):
         """Train or reuse the StarDist baseline for this run's data and profile."""
-        from .stardist_baseline import StarDistConfig, train_stardist
+        from ..train.stardist import StarDistConfig, train_stardist
 
         p = self.profile
         cfg = StarDistConfig(
@@ -233,7 +233,7 @@ class Study:
     def score_instances(self, preds: dict, table: str):
         """Score each method's instance labels (in the order of :attr:`test`, at the study's scale) on the test
         images at their native resolution, as the report, the learning curves and ``nucseg predict`` do:
-        :meth:`Results.score_instances <nucseg_lib.results.Results.score_instances>`."""
+        :meth:`Results.score_instances <nucseg_lib.study.results.Results.score_instances>`."""
         return self.results.score_instances(self.native_test(), preds, table)
 
 

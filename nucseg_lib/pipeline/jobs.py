@@ -11,9 +11,9 @@ resumes from what is complete and names a failed job with its log. The jobs are:
 - ``curve``: train one long run of the learning curves (method, scale, training seed) with
   snapshots, evaluate them, and write ``results/curves/<method>-<scale>x-seed<seed>.csv``;
 - ``cv``: one fold of the cross-validation (method, fold): train without the fold, predict it, and write
-  its per-image table ``results/cv/<method>-fold<k>.csv`` (:mod:`nucseg_lib.cross_validation`);
+  its per-image table ``results/cv/<method>-fold<k>.csv`` (:mod:`nucseg_lib.study.cross_validation`);
 - ``assemble``: join the fragments into ``results/summary.csv`` and the jobs' timings into
-  ``results/run.json`` (the results contract of :mod:`nucseg_lib.results`).
+  ``results/run.json`` (the results contract of :mod:`nucseg_lib.study.results`).
 
 Each model, notebook and curve job first writes ``results/machines/<job>.json``: the CPU, GPU and
 precision it ran on. A run resumed on another machine, or spread over a cluster's nodes, then says
@@ -21,11 +21,11 @@ which job ran where (``run.json``'s ``job_machines``), instead of naming only th
 
 Usage (what the Snakefile's rules run)::
 
-    python -m nucseg_lib.jobs model --run R --params JSON unet_dice
-    python -m nucseg_lib.jobs notebook --run R --params JSON 02_baseline
-    python -m nucseg_lib.jobs curve --run R --params JSON unet_boundary 4 0   # method, scale, seed
-    python -m nucseg_lib.jobs cv --run R --params JSON stardist 2              # method, fold
-    python -m nucseg_lib.jobs assemble --run R --params JSON --benchmarks DIR
+    python -m nucseg_lib.pipeline.jobs model --run R --params JSON unet_dice
+    python -m nucseg_lib.pipeline.jobs notebook --run R --params JSON 02_baseline
+    python -m nucseg_lib.pipeline.jobs curve --run R --params JSON unet_boundary 4 0   # method, scale, seed
+    python -m nucseg_lib.pipeline.jobs cv --run R --params JSON stardist 2              # method, fold
+    python -m nucseg_lib.pipeline.jobs assemble --run R --params JSON --benchmarks DIR
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .notebook import OVERRIDES, PARAMETERS
+from ..study.notebook import OVERRIDES, PARAMETERS
+from .folders import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 # notebook -> (experiment name of its results fragment, shared models it uses)
 NOTEBOOKS = {
@@ -98,8 +98,8 @@ def notebook_path(path) -> str:
 
 
 def study_from_params(params: dict):
-    """The :class:`~nucseg_lib.study.Study` a notebook with these parameters creates (paths from ``notebooks/``)."""
-    from .study import Study
+    """The :class:`~nucseg_lib.study.study.Study` a notebook with these parameters creates (paths from ``notebooks/``)."""
+    from ..study.study import Study
 
     cwd = os.getcwd()
     os.chdir(NOTEBOOK_DIR)
@@ -125,7 +125,7 @@ def study_from_params(params: dict):
 
 def shared_model_loss(model: str, params: dict) -> str | None:
     """Loss specification of a shared U-Net model (``None`` for StarDist): :data:`nucseg_lib.methods.SHARED_MODELS`."""
-    from .methods import SHARED_MODELS
+    from ..methods import SHARED_MODELS
 
     if model not in SHARED_MODELS:
         raise JobError(f"unknown shared model {model!r}; known: {', '.join(SHARED_MODELS)}")
@@ -150,7 +150,7 @@ def train_shared_model(run: Path, params: dict, model: str) -> Path:
 
 def curve_run(run: Path, params: dict, method: str, scale: float, seed: int) -> Path:
     """Train and evaluate one learning-curve run (notebook 09's data); writes ``results/curves/<run>.csv``."""
-    from .curves import learning_curve, plan, run_name, run_variant
+    from ..study.curves import learning_curve, plan, run_name, run_variant
 
     study = study_from_params(params)
     p = plan(
@@ -167,7 +167,7 @@ def curve_run(run: Path, params: dict, method: str, scale: float, seed: int) -> 
 
 def cv_run(run: Path, params: dict, method: str, k: int) -> Path:
     """One fold of the cross-validation (notebook 10's data): writes ``results/cv/<method>-fold<k>.csv``."""
-    from .cross_validation import fold_file, run_fold
+    from ..study.cross_validation import fold_file, run_fold
 
     out = fold_file(run, method, k)
     run_fold(study_from_params(params), method, k, int(params["cv_folds"]), out)
@@ -233,7 +233,7 @@ def job_name(job: str, names: list[str]) -> str:
     if job == "notebook":
         return names[0]
     if job == "curve":
-        from .curves import run_name
+        from ..study.curves import run_name
 
         return f"curve-{run_name(names[0], float(names[1]), int(names[2]))}"
     if job == "cv":
@@ -247,8 +247,8 @@ def record_machine(run: Path, job: str) -> Path:
     ``interrupted`` lists the start times of earlier attempts of the job that never finished (killed,
     or failed): Snakemake's timing of a resumed job covers its last attempt only.
     """
-    from .machine import hardware
-    from .model_folder import write_json_atomic
+    from ..machine import hardware
+    from ..train.model_folder import write_json_atomic
 
     out = Path(run) / "results" / "machines" / f"{job}.json"
     before = read_record(out)
@@ -264,7 +264,7 @@ def record_machine(run: Path, job: str) -> Path:
 
 def record_finished(run: Path, job: str) -> None:
     """Mark the job's machine record finished (a later start is then a re-run, not a resume)."""
-    from .model_folder import write_json_atomic
+    from ..train.model_folder import write_json_atomic
 
     out = Path(run) / "results" / "machines" / f"{job}.json"
     write_json_atomic({**read_record(out), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}, out)
@@ -301,9 +301,9 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     """
     import pandas as pd
 
-    from .machine import hardware
-    from .profiles import resolve_profile, training_budget
-    from .results import SUMMARY_COLUMNS, read_summary
+    from ..machine import hardware
+    from ..study.profiles import resolve_profile, training_budget
+    from ..study.results import SUMMARY_COLUMNS, read_summary
 
     run = Path(run)
     results = run / "results"
@@ -363,7 +363,7 @@ def read_record(path: Path) -> dict:
 
 def check_out(run: Path) -> None:
     """Refuse a run folder that is the repository, above it, in its sources or in ``reference/``
-    (:func:`nucseg_lib.folders.check_run_folder`), as a JobError naming it."""
+    (:func:`nucseg_lib.pipeline.folders.check_run_folder`), as a JobError naming it."""
     from .folders import FolderError, check_run_folder
 
     try:
@@ -396,7 +396,7 @@ def check_parameters(run: Path, params: dict) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.jobs", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.pipeline.jobs", description=__doc__.split("\n")[0])
     ap.add_argument("job", choices=["model", "notebook", "curve", "cv", "assemble", "parameters"])
     ap.add_argument("name", nargs="*")
     ap.add_argument("--run", required=True)

@@ -45,7 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data.common import Sample, normalize_percentile
+from ..data.common import Sample, normalize_percentile
 
 
 def configure_tensorflow(threads: int | None = None, log_level: int = 3):

@@ -6,9 +6,9 @@ The study itself runs on Snakemake (``workflow/Snakefile``; see ``book/reproduce
 
 This module does what the workflow engine does not::
 
-    python -m nucseg_lib.runner book --run runs/synthetic-quick          # (re)build the book of a run
-    python -m nucseg_lib.runner publish --run runs/coelho2009-cpu        # copy a run to reference/
-    python -m nucseg_lib.runner publish-model --run runs/coelho2009-curves   # the nucseg predict model
+    python -m nucseg_lib.pipeline.runner book --run runs/synthetic-quick          # (re)build the book of a run
+    python -m nucseg_lib.pipeline.runner publish --run runs/coelho2009-cpu        # copy a run to reference/
+    python -m nucseg_lib.pipeline.runner publish-model --run runs/coelho2009-curves   # the nucseg predict model
 
 A run folder holds ``notebooks/`` (executed), ``results/`` (``summary.csv``,
 ``run.json``, tidy tables), ``models/`` (cached models) and ``_build/html`` (the book).
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from .folders import REPO
 from .jobs import SCRATCH_NOTEBOOKS, JobError, read_record
 
-REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"
 
 
@@ -93,7 +93,7 @@ def find_cv(run: Path) -> Path | None:
 
 def note_other_run(notebook: Path, its_results: Path, book_results: Path) -> bool:
     """Put a note under the title of a staged ``notebook`` that another run executed (its ``results/``),
-    saying how that run differs from the book's (:func:`~nucseg_lib.book.other_run_note`); returns whether
+    saying how that run differs from the book's (:func:`~nucseg_lib.pipeline.book.other_run_note`); returns whether
     it did (not when the two runs share their settings and CPU)."""
     import nbformat
 
@@ -141,8 +141,8 @@ def build_book(
     join the book when ``run`` has none of its own; ``cv`` (default: :func:`find_cv`) likewise a
     cross-validation run and its notebook 10. A notebook from another run says how that run differs.
     """
+    from ..study.results import read_summary
     from .book import key_findings, run_caveat, write_results_page
-    from .results import read_summary
 
     run = Path(run).resolve()
     replicates = find_replicates(run) if replicates is None else replicates
@@ -291,7 +291,7 @@ def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
     ``to`` and swapped in only when complete, and publishing a folder onto itself or into itself
     is refused: a typo in ``--run`` cannot empty the published study. ``to`` is replaced only when
     it is new, empty or an earlier publication (it holds ``.nucseg-published``): a folder of the
-    user's is refused, with nothing in it changed (:func:`nucseg_lib.folders.replace_folder`).
+    user's is refused, with nothing in it changed (:func:`nucseg_lib.pipeline.folders.replace_folder`).
     """
     import pandas as pd
 
@@ -332,7 +332,9 @@ def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
     shutil.copytree(run / "notebooks", stage / "notebooks", ignore=shutil.ignore_patterns(*SCRATCH_NOTEBOOKS))
     shutil.copytree(run / "results", stage / "results")
     sanitize_published(stage)
-    (stage / PUBLISHED_MARKER).write_text("written by python -m nucseg_lib.runner publish; replaced by the next one\n")
+    (stage / PUBLISHED_MARKER).write_text(
+        "written by python -m nucseg_lib.pipeline.runner publish; replaced by the next one\n"
+    )
     try:
         replace_folder(stage, to, PUBLISHED_MARKER, "publish --to")
     except FolderError as exc:
@@ -342,7 +344,7 @@ def publish(run: Path, to: Path = REFERENCE / "coelho2009-cpu") -> Path:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.runner", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m nucseg_lib.pipeline.runner", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("book", help="build the book of a run folder")
     b.add_argument("--run", default=str(REFERENCE / "coelho2009-cpu"))
@@ -371,7 +373,7 @@ def main(argv=None):
 def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path) -> Path:
     """Export a learning-curve snapshot of ``run`` (parameters from its ``results/parameters.json``) to ``to``;
     without ``steps``, the snapshot whose post-processed validation F1 at IoU 0.5 is best."""
-    from .curves import export_snapshot, plan
+    from ..study.curves import export_snapshot, plan
     from .jobs import study_from_params
 
     params = read_record(Path(run) / "results" / "parameters.json")
@@ -382,7 +384,7 @@ def publish_model(run: Path, method: str, seed: int, steps: int | None, to: Path
         study.profile, study.dataset, params.get("budgets"), params.get("curve_seeds"), params.get("stardist_scales")
     )
     if steps is None:  # the snapshot with the best validation F1 (never chosen by the test images)
-        from .curves import learning_curve, run_variant
+        from ..study.curves import learning_curve, run_variant
 
         rows = learning_curve(run_variant(study, p, study.scale, seed), method, p["budgets"])
         steps = int(rows.sort_values(["val_f1@0.5", "steps"]).steps.iloc[-1])

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: nucseg_lib/pipeline/folders.py -> .
 REFERENCE = REPO / "reference"
 # the repository's own folders: a run written into one of them would overwrite its sources (notebooks/ holds
 # the notebooks a run executes, and a run's executed copies go to <out>/notebooks/)
@@ -43,7 +43,7 @@ def check_run_folder(folder) -> Path:
 
     Refused: the repository's root or a folder above it (``out=.``: the run's ``notebooks/`` would be the
     repository's own notebooks), a folder inside one of :data:`SOURCE_FOLDERS`, and ``reference/`` or a
-    folder inside it (the published study changes only through ``python -m nucseg_lib.runner publish``).
+    folder inside it (the published study changes only through ``python -m nucseg_lib.pipeline.runner publish``).
     """
     folder = Path(folder).resolve()
     repo = REPO.resolve()
@@ -54,7 +54,7 @@ def check_run_folder(folder) -> Path:
         )
     if REFERENCE.resolve() in [folder, *folder.parents]:
         raise FolderError(
-            f"{folder} is inside reference/: run into another folder and use 'python -m nucseg_lib.runner "
+            f"{folder} is inside reference/: run into another folder and use 'python -m nucseg_lib.pipeline.runner "
             f"publish' to replace the reference run"
         )
     for name in SOURCE_FOLDERS:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .methods import get_method
+from ..methods import get_method
 
 CV_METHODS = ("unet_boundary", "stardist")  # the headline comparison of notebook 08
 
@@ -38,7 +38,7 @@ def predict_fold(study, method: str) -> tuple[list, dict]:
     Parameters
     ----------
     study : Study
-        A study whose split is one fold (:meth:`~nucseg_lib.study.Study.cross_validation_fold`).
+        A study whose split is one fold (:meth:`~nucseg_lib.study.study.Study.cross_validation_fold`).
     method : str
         A method of :data:`~nucseg_lib.methods.METHODS`.
 
@@ -47,8 +47,8 @@ def predict_fold(study, method: str) -> tuple[list, dict]:
     (list of int arrays, dict)
         Instance labels of the test images, and the post-processing chosen on the validation images.
     """
-    from .inference import predict_probabilities
-    from .stardist_baseline import predict_stardist
+    from ..inference import predict_probabilities
+    from ..train.stardist import predict_stardist
 
     m = get_method(method)
     if not m.is_unet:
@@ -77,7 +77,7 @@ def run_fold(study, method: str, k: int, n: int, out: Path | None = None) -> pd.
     Returns
     -------
     DataFrame
-        :func:`~nucseg_lib.results.score_at_native_size` rows with ``fold``, ``n_train`` and the chosen
+        :func:`~nucseg_lib.study.results.score_at_native_size` rows with ``fold``, ``n_train`` and the chosen
         ``postprocess`` (JSON) added.
     """
     from .results import score_at_native_size
@@ -117,7 +117,7 @@ def summarize(per_image: pd.DataFrame, a: str, b: str, n_boot: int = 1000, seed:
         Rows ``group`` (``all`` or a cell line), ``method`` (a method, or ``a-b``), ``metric``, ``value``,
         ``ci_low``, ``ci_high``, ``n_images``.
     """
-    from .metrics import instance_summary, paired_difference
+    from ..metrics import instance_summary, paired_difference
 
     images = {m: set(g.image) for m, g in per_image.groupby("method")}
     if images.get(a) != images.get(b):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .methods import METHODS, get_method
+from ..methods import METHODS, get_method
 
 SCORES = ["f1@0.5", "f1@0.7", "ap@0.5:0.95"]
 COLUMNS = (
@@ -98,8 +98,8 @@ def train_long_run(study, method: str, budgets, progress: bool = True) -> Path:
 
 def _predict_instances(study, method: str, folder: Path, weights: Path):
     """``(predict(image) -> labels, chosen post-processing, validation F1@0.5)`` for one snapshot."""
-    from .inference import predict_probabilities
-    from .stardist_baseline import load_stardist, predict_stardist
+    from ..inference import predict_probabilities
+    from ..train.stardist import load_stardist, predict_stardist
 
     m = get_method(method)
     val_truths = [s.labels for s in study.val]
@@ -107,7 +107,7 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
         import contextlib
         import io
 
-        from .data.common import normalize_percentile
+        from ..data.common import normalize_percentile
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             model = load_stardist(folder)  # StarDist prints what it loads and a bar per NMS threshold
@@ -122,7 +122,7 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
         params = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
         predict = lambda image: predict_stardist(model, image)  # noqa: E731
         return predict, params, validation_f1(val_truths, [predict(s.image) for s in study.val])
-    from .model_folder import load_snapshot
+    from ..train.model_folder import load_snapshot
 
     model = load_snapshot(folder, weights)
     params, table = m.tune([predict_probabilities(model, s.image) for s in study.val], val_truths)
@@ -132,7 +132,7 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
 def validation_f1(truths: list, preds: list) -> float:
     """Pooled F1 at IoU 0.5 of instance labels on the validation images: the number a setting is chosen on
     (the U-Nets' post-processing tuners report the same score for their best candidate)."""
-    from .metrics import evaluate_instances, pool
+    from ..metrics import evaluate_instances, pool
 
     per_image = evaluate_instances(truths, preds, [str(i) for i in range(len(preds))], thresholds=(0.5,))
     return float(pool(per_image).iloc[0]["f1"])
@@ -140,7 +140,7 @@ def validation_f1(truths: list, preds: list) -> float:
 
 def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, native_test=None) -> dict:
     """One row of :data:`COLUMNS` for one snapshot (cached in ``step-NNNNNN.eval.json``)."""
-    from .metrics import instance_summary
+    from ..metrics import instance_summary
     from .results import score_at_native_size
 
     cache = Path(snapshot.weights).parent / f"step-{int(snapshot.steps):06d}.eval.json"
@@ -174,8 +174,8 @@ def evaluate_snapshot(study, method: str, folder: Path, snapshot: pd.Series, nat
 
 def learning_curve(study, method: str, budgets, progress: bool = True) -> pd.DataFrame:
     """Train the long run of ``method`` (if needed) and evaluate each snapshot; one row per budget."""
-    from .model_folder import snapshots as unet_snapshots
-    from .stardist_baseline import snapshots as stardist_snapshots
+    from ..train.model_folder import snapshots as unet_snapshots
+    from ..train.stardist import snapshots as stardist_snapshots
 
     folder = train_long_run(study, method, budgets, progress)
     snaps = unet_snapshots(folder) if get_method(method).is_unet else stardist_snapshots(folder)
@@ -201,33 +201,15 @@ def winner_by_budget(curves: pd.DataFrame, by: str = "steps", metric: str = "f1@
     rows = []
     for (method, scale), g in curves.groupby(["method", "scale"]):
         if by == "steps":
-            for budget, b in g.groupby("steps"):
-                v = b[metric].to_numpy()
-                rows.append(
-                    {
-                        "method": method,
-                        "scale": scale,
-                        "budget": budget,
-                        "mean": v.mean(),
-                        "low": v.min(),
-                        "high": v.max(),
-                        "n_seeds": len(v),
-                    }
-                )
+            per_budget = [(budget, b[metric].to_numpy()) for budget, b in g.groupby("steps")]
         else:
-            for budget in _common_seconds(curves):
-                v = np.array([np.interp(budget, s.train_seconds, s[metric]) for _, s in g.groupby("seed")])
-                rows.append(
-                    {
-                        "method": method,
-                        "scale": scale,
-                        "budget": budget,
-                        "mean": v.mean(),
-                        "low": v.min(),
-                        "high": v.max(),
-                        "n_seeds": len(v),
-                    }
-                )
+            per_budget = [
+                (budget, np.array([np.interp(budget, s.train_seconds, s[metric]) for _, s in g.groupby("seed")]))
+                for budget in _common_seconds(curves)
+            ]
+        for budget, v in per_budget:
+            row = {"method": method, "scale": scale, "budget": budget}
+            rows.append({**row, "mean": v.mean(), "low": v.min(), "high": v.max(), "n_seeds": len(v)})
     return pd.DataFrame(rows)
 
 
@@ -278,11 +260,11 @@ def _common_seconds(curves: pd.DataFrame, n: int = 6) -> np.ndarray:
 
 def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps: int, out) -> Path:
     """Export the learning-curve snapshot of ``(method, scale, seed)`` after ``steps`` as a model folder for
-    ``nucseg predict`` (:func:`nucseg_lib.predict.export_model`), with its validation-tuned post-processing
+    ``nucseg predict`` (:func:`nucseg_lib.predict.segmenter.export_model`), with its validation-tuned post-processing
     and a model card holding its test scores at native resolution. U-Net methods only."""
-    from .machine import cpu_name
-    from .model_folder import snapshots
-    from .predict import export_model, model_card, read_settings
+    from ..machine import cpu_name
+    from ..predict.segmenter import export_model, model_card, read_settings
+    from ..train.model_folder import snapshots
 
     if method not in METHODS or not METHODS[method].is_unet:
         raise ValueError(

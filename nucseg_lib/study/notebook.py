@@ -4,7 +4,7 @@ Each notebook's second cell is ``study = setup("<experiment>", globals())``: it 
 variables of the parameters cell (``dataset``, ``profile``, ``data_root``, ``out_dir``, ``seed``
 and the training overrides ``epochs``, ``steps_per_epoch``, ``batch_size``, ``patch_size``, ``lr``,
 ``ema``),
-quiets TensorFlow's start-up messages and returns the :class:`~nucseg_lib.study.Study` that
+quiets TensorFlow's start-up messages and returns the :class:`~nucseg_lib.study.study.Study` that
 holds the data splits, the cached models (``<out_dir>/models``) and the results
 (``<out_dir>/results``). Its last cell prints :func:`findings`: the report's claims that this
 notebook tests, with our numbers and the verdicts, computed from this run.
@@ -61,7 +61,7 @@ def findings(study: Study) -> str:
     run did not train (a top-K grid without K = 10%) says which parameter left it out, and the models the
     run trained instead (K = 2%) are listed with their numbers.
     """
-    from .book import claims_table, format_ci
+    from ..pipeline.book import claims_table, format_ci
     from .claims import CLAIMS, ERF_CLAIM
     from .results import read_summary
 

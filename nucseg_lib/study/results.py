@@ -46,8 +46,8 @@ def score_at_native_size(truth, preds: dict) -> pd.DataFrame:
     DataFrame
         :func:`~nucseg_lib.metrics.evaluate_instances` rows with a ``method`` column.
     """
-    from .data.common import resize_labels
-    from .metrics import evaluate_instances
+    from ..data.common import resize_labels
+    from ..metrics import evaluate_instances
 
     wrong = {m: len(p) for m, p in preds.items() if len(p) != len(truth)}
     if wrong:
@@ -132,7 +132,7 @@ class Results:
 
     def record_mean(self, method: str, metric: str, per_image_values, experiment: str | None = None) -> dict:
         """Record the mean of per-image values with its 95% bootstrap CI; returns value, ci_low, ci_high, n_images."""
-        from .metrics import mean_with_ci
+        from ..metrics import mean_with_ci
 
         s = mean_with_ci(per_image_values, n_boot=self.n_boot, seed=self.seed)
         self.record(method, metric, s["value"], s["ci_low"], s["ci_high"], s["n_images"], experiment)
@@ -145,7 +145,7 @@ class Results:
 
         ``per_image``: :func:`~nucseg_lib.metrics.evaluate_instances` rows of one method. Returns the recorded rows.
         """
-        from .metrics import instance_summary
+        from ..metrics import instance_summary
 
         summ = instance_summary(per_image, thresholds=thresholds, n_boot=self.n_boot, seed=self.seed)
         summ = summ.assign(

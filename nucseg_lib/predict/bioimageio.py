@@ -13,7 +13,7 @@ test input is an image of the synthetic dataset, and nothing is downloaded.
 
 Example::
 
-    python -m nucseg_lib.bioimageio_export models/unet_boundary-coelho2009 runs/bioimageio
+    python -m nucseg_lib.predict.bioimageio models/unet_boundary-coelho2009 runs/bioimageio
     bioimageio test runs/bioimageio/unet_boundary-coelho2009/rdf.yaml
 """
 
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import model as model_module
-from .data import synthetic
-from .data.common import normalize_percentile
-from .model_folder import model_with_weights
-from .predict import read_settings
+from .. import model as model_module
+from ..data import synthetic
+from ..data.common import normalize_percentile
+from ..train.model_folder import model_with_weights
+from .segmenter import read_settings
 
 CLASS_NAMES = {1: ["foreground"], 3: ["background", "interior", "boundary"]}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .model import build_model, pick_device
+from ..model import build_model, pick_device
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,0 +1,1 @@
+"""The study: its profiles (budgets), the Study (data splits and cached models), the recorded results, the declared parameters, the report's claims, the learning curves, the cross-validation, and what every notebook does first and last."""
