@@ -121,6 +121,22 @@ def label_overlap(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return _overlap(np.asarray(truth), np.asarray(pred), check=False)
 
 
+def _coverage(truth: np.ndarray, pred: np.ndarray, cover: float):
+    """``(truth_covered, pred_inside, pred_ids)``: truth i mostly (> ``cover`` of its area) inside prediction j,
+    prediction j mostly inside truth i (boolean matrices over the nuclei and predictions present), and the
+    original label of each prediction column."""
+    from skimage.segmentation import relabel_sequential
+
+    t = relabel_sequential(np.asarray(truth))[0]
+    p, _, inverse = relabel_sequential(np.asarray(pred))
+    ov = label_overlap(t, p)[1:, 1:].astype(np.float64)
+    true_area = np.bincount(t.ravel(), minlength=ov.shape[0] + 1)[1:]
+    pred_area = np.bincount(p.ravel(), minlength=ov.shape[1] + 1)[1:]
+    truth_covered = ov / np.maximum(true_area[:, None], 1) > cover
+    pred_inside = ov / np.maximum(pred_area[None, :], 1) > cover
+    return truth_covered, pred_inside, np.asarray(inverse)[1 : ov.shape[1] + 1]
+
+
 def merged_and_split(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) -> dict[str, int]:
     """Count merges and splits between two instance label images.
 
@@ -131,17 +147,7 @@ def merged_and_split(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) ->
       mostly (more than ``cover`` of the prediction's area) inside;
       ``split_pieces`` counts those predictions.
     """
-    from skimage.segmentation import relabel_sequential
-
-    t = relabel_sequential(np.asarray(truth))[0]
-    p = relabel_sequential(np.asarray(pred))[0]
-    ov = label_overlap(t, p)[1:, 1:].astype(np.float64)
-    if ov.size == 0:
-        return {"merged": 0, "merged_nuclei": 0, "split": 0, "split_pieces": 0}
-    true_area = np.bincount(t.ravel(), minlength=ov.shape[0] + 1)[1:]
-    pred_area = np.bincount(p.ravel(), minlength=ov.shape[1] + 1)[1:]
-    truth_covered = ov / np.maximum(true_area[:, None], 1) > cover  # truth i mostly inside pred j
-    pred_inside = ov / np.maximum(pred_area[None, :], 1) > cover  # pred j mostly inside truth i
+    truth_covered, pred_inside, _ = _coverage(truth, pred, cover)
     per_pred = truth_covered.sum(axis=0)
     per_true = pred_inside.sum(axis=1)
     return {
@@ -150,6 +156,14 @@ def merged_and_split(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) ->
         "split": int((per_true >= 2).sum()),
         "split_pieces": int(per_true[per_true >= 2].sum()),
     }
+
+
+def merged_predictions(truth: np.ndarray, pred: np.ndarray, cover: float = 0.5) -> dict[int, int]:
+    """Where the merges of :func:`merged_and_split` are: each merging prediction's label in ``pred`` -> the
+    number of ground-truth nuclei it covers (more than ``cover`` of each one's area; two or more)."""
+    truth_covered, _, ids = _coverage(truth, pred, cover)
+    per_pred = truth_covered.sum(axis=0)
+    return {int(ids[j]): int(n) for j, n in enumerate(per_pred) if n >= 2}
 
 
 def match_image(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:

@@ -56,6 +56,11 @@ def test_merged_and_split_on_known_shapes():
     ms = M.merged_and_split(truth, merged_pred)
     assert ms == {"merged": 1, "merged_nuclei": 2, "split": 1, "split_pieces": 2}
     assert M.merged_and_split(truth, truth) == {"merged": 0, "merged_nuclei": 0, "split": 0, "split_pieces": 0}
+    # where the merge is: the prediction's own label (not renumbered), and how many nuclei it covers
+    relabelled = np.where(merged_pred == 1, 7, merged_pred)
+    assert M.merged_predictions(truth, relabelled) == {7: 2}
+    assert M.merged_predictions(truth, truth) == {} and M.merged_predictions(truth, np.zeros_like(truth)) == {}
+    assert M.merged_and_split(truth, np.zeros_like(truth))["merged"] == 0
 
 
 def test_boundary_dice():
@@ -148,3 +153,13 @@ def test_overlap_counting_is_sparse_enough(coelho_root):
     s = coelho.load(coelho_root)[0]
     df = M.match_image(s.labels, np.roll(s.labels, 3, axis=1))
     assert df.tp.iloc[0] > 0.9 * s.labels.max()
+
+
+def test_crop_box_zooms_on_the_mask_with_a_margin_clipped_to_the_image():
+    from nucseg_lib.study.plots import crop_box
+
+    mask = np.zeros((30, 40), bool)
+    mask[10:14, 3:8] = True
+    assert crop_box(mask, margin=5) == (slice(5, 19), slice(0, 13))
+    with pytest.raises(ValueError, match="empty"):
+        crop_box(np.zeros((4, 4), bool))

@@ -105,7 +105,11 @@ def test_runner_writes_the_contract(smoke_run):
     assert untrained.sum() == 3 and (table["ours [95% CI]"][untrained] == "not run").all()
     assert (table["ours [95% CI]"][~untrained] != "not run").all()
     assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
-    assert "wrap.css" in (smoke_run / "_build" / "html" / "book" / "results.html").read_text()  # long lines wrap
+    page = (smoke_run / "_build" / "html" / "book" / "results.html").read_text()
+    assert "wrap.css" in page  # long lines wrap
+    # formulas render offline: MathJax is served with the book, not from a CDN
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr.net" not in page
+    assert (smoke_run / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").exists()
 
 
 def test_workflow_skips_finished_notebooks(smoke_run):
@@ -409,8 +413,13 @@ def test_verdicts_of_relative_and_failure_claims_and_the_two_readings_of_size():
         ("beyond", "c", "cpu", "unet_dice_cc", "merged", 52.0, 35.0, 71.0, 20),
         ("beyond", "c", "cpu", "unet_boundary", "merged", 17.0, 8.0, 26.0, 20),
         ("topk", "c", "cpu", "unet_dice+topk_0.1", "dice", 0.95, 0.93, 0.96, 20),
+        ("transfer", "c", "cpu", "unet_dice_transfer", "epochs_to_95pct_minus_scratch", -12.0, None, None, 10),
     ]
     table = claims_table(pd.DataFrame(rows, columns=cols)).set_index("claim")
+    faster = table.loc[[c for c in table.index if c.startswith("Pretrained encoder learns faster")][0]]
+    assert faster.verdict == "new" and faster["ours [95% CI]"].startswith("-12")
+    # each row gets its own reason, not that of a claim whose name begins the same way
+    assert faster.why != table.loc["Pretrained encoder = scratch (difference in Dice)"].why
     erf = table.loc[[c for c in table.index if c.startswith("ERF")][0]]
     assert erf["ours [95% CI]"] == "45 vs 60 (Feret), 44 (equivalent diameter)"
     assert erf.verdict.startswith("depends on the definition: not reproduced against the Feret diameter")

@@ -79,3 +79,16 @@ def panels(
         ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def crop_box(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
+    """The (rows, columns) slices of the bounding box of ``mask``, grown by ``margin`` pixels on each side
+    and clipped to the image: ``image[crop_box(m)]`` zooms in on where ``m`` is true."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("crop_box: the mask is empty, there is nothing to zoom in on")
+    h, w = mask.shape
+    return (
+        slice(max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, h)),
+        slice(max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, w)),
+    )
