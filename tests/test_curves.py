@@ -131,3 +131,16 @@ def test_validation_f1_is_the_pooled_f1_at_iou_half():
     extra[12:18, 2:8] = 2
     assert validation_f1([two, one], [found_one, extra]) == pytest.approx(4 / 6)
     assert validation_f1([two], [two]) == 1.0
+
+
+def test_equal_time_budgets_are_distinct_for_short_runs():
+    """Runs that span only a few seconds (the smoke profile) must not give the same budget twice: the equal-time
+    table is pivoted by budget, and a repeated one broke notebook 09."""
+    from nucseg_lib.study.curves import _common_seconds
+
+    curves = pd.DataFrame(
+        {"method": ["a", "a", "b", "b"], "scale": 1.0, "seed": 0, "train_seconds": [2.2, 4.4, 2.0, 4.0]}
+    )
+    budgets = _common_seconds(curves)
+    assert len(budgets) == len(set(budgets)) and list(budgets) == sorted(budgets)
+    assert budgets[0] >= 2 and budgets[-1] <= 4

@@ -105,11 +105,13 @@ def test_runner_writes_the_contract(smoke_run):
     assert untrained.sum() == 3 and (table["ours [95% CI]"][untrained] == "not run").all()
     assert (table["ours [95% CI]"][~untrained] != "not run").all()
     assert (smoke_run / "_build" / "html" / "book" / "results.html").exists()
-    page = (smoke_run / "_build" / "html" / "book" / "results.html").read_text()
-    assert "wrap.css" in page  # long lines wrap
-    # formulas render offline: MathJax is served with the book, not from a CDN
-    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr.net" not in page
-    assert (smoke_run / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").exists()
+    html = smoke_run / "_build" / "html"
+    assert "wrap.css" in (html / "book" / "results.html").read_text()  # long lines wrap
+    # formulas render offline: the methods page (it has formulas) loads the MathJax served with the book, and no
+    # page loads anything from a CDN
+    assert 'src="../_static/mathjax/tex-chtml.js"' in (html / "book" / "methods.html").read_text()
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert not [p.name for p in html.rglob("*.html") if "cdn.jsdelivr.net" in p.read_text()]
 
 
 def test_workflow_skips_finished_notebooks(smoke_run):

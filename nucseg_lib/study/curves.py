@@ -250,12 +250,12 @@ def leaders(w: pd.DataFrame) -> pd.DataFrame:
 
 
 def _common_seconds(curves: pd.DataFrame, n: int = 6) -> np.ndarray:
-    """``n`` wall-clock budgets (seconds, log-spaced) that every run's curve spans."""
+    """At most ``n`` wall-clock budgets (whole seconds, log-spaced, distinct) that every run's curve spans."""
     spans = curves.groupby(["method", "scale", "seed"]).train_seconds.agg(["min", "max"])
     lo, hi = spans["min"].max(), spans["max"].min()
     if not hi > lo:
         return np.array([hi])
-    return np.geomspace(lo, hi, n).round(0)
+    return np.unique(np.geomspace(lo, hi, n).round(0))  # short runs: rounding would repeat a budget
 
 
 def export_snapshot(study, p: dict, method: str, scale: float, seed: int, steps: int, out) -> Path:
