@@ -163,3 +163,12 @@ def test_crop_box_zooms_on_the_mask_with_a_margin_clipped_to_the_image():
     assert crop_box(mask, margin=5) == (slice(5, 19), slice(0, 13))
     with pytest.raises(ValueError, match="empty"):
         crop_box(np.zeros((4, 4), bool))
+
+
+def test_one_per_group_takes_the_first_sample_of_each_group_in_sorted_order():
+    from types import SimpleNamespace
+
+    from nucseg_lib.study.plots import one_per_group
+
+    samples = [SimpleNamespace(group=g, name=f"{g}{i}") for i, g in enumerate(["U2OS", "NIH3T3", "U2OS", "NIH3T3"])]
+    assert [s.name for s in one_per_group(samples)] == ["NIH3T31", "U2OS0"]

@@ -81,6 +81,14 @@ def panels(
     return fig
 
 
+def one_per_group(samples: Sequence) -> list:
+    """The first sample of each group (e.g. each cell line), groups in sorted order: the examples a figure shows."""
+    first = {}
+    for s in samples:
+        first.setdefault(s.group, s)
+    return [first[g] for g in sorted(first)]
+
+
 def crop_box(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
     """The (rows, columns) slices of the bounding box of ``mask``, grown by ``margin`` pixels on each side
     and clipped to the image: ``image[crop_box(m)]`` zooms in on where ``m`` is true."""
