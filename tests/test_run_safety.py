@@ -386,3 +386,26 @@ def test_a_resumed_run_keeps_the_precision_it_began_with(tmp_path, monkeypatch):
     assert "the run's finished jobs ran at bf16" in dry.stdout
     (machines / "03_transfer.json").write_text(json.dumps({"cpu": "Y", "gpu": None, "precision": "fp32"}))
     assert recorded_precision([out]) is None  # already mixed: no precision to keep
+
+
+# ---------------------------------------------------------------- scheduling
+def test_the_workflow_starts_the_longest_jobs_first(tmp_path):
+    """make book keeps both cores busy to the end only if the shared models start first and then the notebooks that
+    train models of their own (03, 04, 08; book/methods.md, "The quick profile"): a renamed notebook or a lost
+    priority would leave notebook 04 to run alone at the end (five of 21 minutes on a Zen 1)."""
+    import re
+
+    from tests.conftest import snakemake
+
+    r = snakemake(tmp_path, "profile=quick", f"out={tmp_path / 'run'}", args=["-n"])
+    priority = {}
+    for block in re.split(r"^\[.*\]$", r.stdout, flags=re.M):  # one block per job, each under its time stamp
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule:
+            found = re.search(r"^\s+priority: (\d+)", block, re.M)
+            priority.setdefault(rule.group(1), set()).add(int(found.group(1)) if found else 0)
+    assert priority["model"] == {20}
+    long = {n for n, p in priority.items() if p == {10}}
+    assert long == {"nb_03_transfer", "nb_04_topk", "nb_08_beyond_instances"}
+    assert all(p == {0} for n, p in priority.items() if n not in long | {"model"}), priority
+    assert "curve" in priority and "nb_01_data" in priority
