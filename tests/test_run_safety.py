@@ -304,7 +304,7 @@ def test_a_run_folder_never_mixes_two_seeds(tmp_path):
 
 
 def test_a_run_folder_never_mixes_two_learning_rates(tmp_path):
-    """``lr`` and ``ema`` reach the jobs' parameters (only where given: older runs keep theirs) and are part
+    """``lr``, ``ema`` and ``stardist_lr`` reach the jobs' parameters (only where given: older runs keep theirs) and are part
     of a run."""
     from tests.conftest import snakemake
 
@@ -314,6 +314,8 @@ def test_a_run_folder_never_mixes_two_learning_rates(tmp_path):
     assert r.returncode != 0 and "lr None -> 0.0003" in r.stdout
     r = snakemake(tmp_path, "profile=smoke", f"out={run}", "ema=0.995", args=["-n"], check=False)
     assert r.returncode != 0 and "ema None -> 0.995" in r.stdout
+    r = snakemake(tmp_path, "profile=smoke", f"out={run}", "stardist_lr=1e-3", args=["-n"], check=False)
+    assert r.returncode != 0 and "stardist_lr None -> 0.001" in r.stdout
 
 
 def test_notebook_parameters_set_the_learning_rate_and_weight_average(tmp_path):
@@ -324,6 +326,8 @@ def test_notebook_parameters_set_the_learning_rate_and_weight_average(tmp_path):
     assert setup("x", {**params, "lr": None}).unet_config().lr == setup("x", params).profile.lr == 1e-4
     assert setup("x", {**params, "ema": 0.99}).unet_config().ema == 0.99
     assert setup("x", {**params, "ema": None}).unet_config().ema == setup("x", params).profile.ema == 0.0
+    assert setup("x", {**params, "stardist_lr": 1e-3}).stardist_config().lr == 1e-3
+    assert setup("x", {**params, "stardist_lr": None}).stardist_config().lr == 3e-4
 
 
 def test_unknown_notebook_prefix_fails(tmp_path):

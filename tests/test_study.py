@@ -140,7 +140,8 @@ def test_results_page(tmp_path, smoke_run):
     assert "## Beyond the paper" in text and "paired difference" in text
     assert "Training seeds" not in text  # no replicates given
     assert (
-        "- training budget per model: U-Nets 4 steps (2 epochs, Adam learning rate 0.0001), StarDist 2 steps; "
+        "- training budget per model: U-Nets 4 steps (2 epochs, Adam learning rate 0.0001), StarDist 2 steps "
+        "(Adam learning rate 0.0003); "
         "batches of 2 patches of 64x64 px" in text
     )
 
@@ -150,6 +151,31 @@ def test_learning_rate_of_runs_assembled_before_it_was_recorded():
 
     assert unet_lr({"budget": {"unet_lr": 3e-4}}) == 3e-4
     assert unet_lr({"budget": {"unet_steps": 1600}}) == unet_lr({}) == 1e-4  # TrainConfig's default then
+
+
+def test_the_cross_validation_states_both_methods_settings():
+    from nucseg_lib.pipeline.book import compared_settings, cv_lines
+
+    budget = {"unet_steps": 1600, "unet_lr": 1e-3, "unet_ema": 0.995, "stardist_steps": 1600, "stardist_lr": 1e-3}
+    said = compared_settings({"budget": budget})
+    assert said.startswith("Settings: the boundary U-Net 1600 steps at Adam learning rate 0.001, weights averaged")
+    assert "StarDist 1600 steps at Adam learning rate 0.001;" in said
+    assert "StarDist 1600 steps at Adam learning rate 0.0003;" in compared_settings(
+        {"budget": {k: v for k, v in budget.items() if k != "stardist_lr"}}
+    )
+    assert compared_settings({}) == ""
+    cols = ["experiment", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
+    rows = pd.DataFrame(
+        [
+            ("cross_validation", "unet_boundary", "f1@0.5", 0.93, 0.92, 0.94, 87),
+            ("cross_validation", "stardist", "f1@0.5", 0.92, 0.91, 0.93, 87),
+            ("cross_validation", "unet_boundary", "f1@0.5_minus_stardist", 0.01, -0.01, 0.02, 87),
+        ],
+        columns=cols,
+    )
+    text = "\n".join(cv_lines(rows, settings=said))
+    assert said in text and "| all (87) | 0.930 [0.920, 0.940] | 0.920 [0.910, 0.930] |" in text
+    assert "cannot be told apart" in text
 
 
 def test_budget_line_names_the_weight_average_only_when_used():
@@ -386,6 +412,11 @@ def test_a_notebook_from_another_run_says_how_that_run_differs(tmp_path):
     ):
         assert said in note
     assert other_run_note("This notebook", {**book_run, "assembled": "2026-12-04"}, book_run) is None
+    # the cross-validation trained StarDist at the learning rate chosen on validation images, the book's run not
+    tuned = {**book_run, "budget": {**book_run["budget"], "stardist_lr": 1e-3}}
+    note = other_run_note("This section", tuned, book_run)
+    assert "StarDist at Adam learning rate 0.001; the rest" in note and note.endswith("its own CPU.")
+    assert "StarDist at Adam learning rate 0.0003." in note  # the book's run predates the setting: its default
     for name, record in (("curves", curves_run), ("book", book_run)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps(record))

@@ -260,6 +260,7 @@ def test_a_notebook_study_inside_reference_is_refused_and_truncates_nothing():
         ({"combo_k": 0}, r"combo_k=.*K must be"),
         ({"lr": 0}, r"lr=.*> 0"),
         ({"ema": 1}, r"ema=.*\[0, 1\)"),
+        ({"stardist_lr": -1e-3}, r"stardist_lr=.*> 0"),
         ({"threads": 0}, r"threads=.*>= 1"),
         ({"budgets": [400, 200]}, r"budgets=.*increasing"),
         ({"book": "perhaps"}, r"book=.*true or false"),

@@ -209,9 +209,16 @@ def unet_lr(run: dict) -> float:
     return (run.get("budget") or {}).get("unet_lr", 1e-4)
 
 
+def stardist_lr(run: dict) -> float:
+    """The Adam learning rate of a run's StarDist, from ``run.json``. Runs assembled before it was recorded
+    trained at StarDist's own default, 3e-4 (the profiles' value then)."""
+    return (run.get("budget") or {}).get("stardist_lr", 3e-4)
+
+
 def run_settings(run: dict) -> dict:
     """What makes two runs' numbers differ beyond the data: when, CPU, precision, the U-Nets' learning rate and
-    weight average (``run.json``; runs assembled before the last two were recorded had 1e-4 and none)."""
+    weight average, StarDist's learning rate (``run.json``; runs assembled before these were recorded had 1e-4,
+    none and 3e-4)."""
     hw, budget = run.get("hardware") or {}, run.get("budget") or {}
     cpu = hw.get("cpu", "an unrecorded CPU") + (" with " + "/".join(hw["cpu_bf16"]) if hw.get("cpu_bf16") else "")
     ema = budget.get("unet_ema", 0.0)
@@ -220,7 +227,8 @@ def run_settings(run: dict) -> dict:
         "cpu": cpu,
         "precision": hw.get("precision", "fp32"),
         "training": f"Adam learning rate {unet_lr(run):g}, "
-        + (f"weights averaged (decay {ema:g} per step)" if ema else "no weight average"),
+        + (f"weights averaged (decay {ema:g} per step)" if ema else "no weight average")
+        + f"; StarDist at Adam learning rate {stardist_lr(run):g}",
     }
 
 
@@ -233,9 +241,9 @@ def other_run_note(what: str, other: dict, this: dict) -> str | None:
     return (
         f"{what} comes from another run than the rest of this book: assembled {a['assembled']} on {a['cpu']}, "
         f"U-Nets in {a['precision']} with {a['training']}; the rest of the book: assembled {b['assembled']} on "
-        f"{b['cpu']}, {b['precision']}, {b['training']}. Its trends (where the curves flatten, which method leads "
-        f"at equal time) carry over; its numbers are not those of the models on the other pages, and its "
-        f"seconds are those of its own CPU."
+        f"{b['cpu']}, {b['precision']}, {b['training']}. Its comparisons are made within that run, every method "
+        f"trained there; its numbers are not those of the models on the other pages, and its seconds are those of "
+        f"its own CPU."
     )
 
 
@@ -276,14 +284,31 @@ def _budget_lines(run: dict) -> list[str]:
     return [
         f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs, Adam learning "
         f"rate {unet_lr(run):g}{average}), StarDist "
-        f"{b['stardist_steps']} steps; batches of {b['batch_size']} patches of {b['patch_size_px']}x"
+        f"{b['stardist_steps']} steps (Adam learning rate {stardist_lr(run):g}); batches of {b['batch_size']} patches of {b['patch_size_px']}x"
         f"{b['patch_size_px']} px; U-Net precision {precision}"
     ]
 
 
-def cv_lines(summary: pd.DataFrame, note: str | None = None) -> list[str]:
+def compared_settings(run: dict) -> str:
+    """The sentence naming both methods' training settings in a run (``run.json``): the headline comparison is
+    fair only when each got the same care (each setting chosen on validation images: the methods page)."""
+    b = run.get("budget") or {}
+    if not b:
+        return ""
+    ema = b.get("unet_ema", 0.0)
+    average = f", weights averaged (decay {ema:g} per step)" if ema else ""
+    return (
+        f"Settings: the boundary U-Net {b['unet_steps']} steps at Adam learning rate {unet_lr(run):g}{average}; "
+        f"StarDist {b['stardist_steps']} steps at Adam learning rate {stardist_lr(run):g}; each method's learning "
+        f"rate, budget and StarDist's scale chosen on validation images ({{ref}}`learning-rate`, "
+        f"{{ref}}`stardist-settings`)."
+    )
+
+
+def cv_lines(summary: pd.DataFrame, note: str | None = None, settings: str = "") -> list[str]:
     """Markdown on the cross-validation (notebook 10's rows of ``summary.csv``): both methods' pooled F1 over
-    all the images and the paired difference, overall and per cell line; empty when it did not run."""
+    all the images and the paired difference, overall and per cell line, under ``settings``
+    (:func:`compared_settings`); empty when it did not run."""
     rows = summary[summary.experiment == "cross_validation"]
     diff = rows[rows.metric.str.startswith("f1@0.5_minus_stardist")]
     if not len(diff):
@@ -317,6 +342,7 @@ def cv_lines(summary: pd.DataFrame, note: str | None = None) -> list[str]:
         f"StarDist) repeated over folds that make each of the {int(overall.n_images)} images a test image once, each "
         f"method trained on the other folds with post-processing chosen on their validation images:",
         "",
+        *([settings, ""] if settings else []),
         *([f"```{{note}}\n{note}\n```", ""] if note else []),
         _md_table(pd.DataFrame(table)),
         "",
@@ -472,8 +498,9 @@ def write_results_page(
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
         other_cv = cv_rows is not summary  # the cross-validation of a sibling run: it says how that run differs
-        note = other_run_note("This section", _read_run(Path(cv)), run) if other_cv else None
-        lines += [""] + cv_lines(cv_rows, note)
+        cv_run = _read_run(Path(cv)) if other_cv else run
+        note = other_run_note("This section", cv_run, run) if other_cv else None
+        lines += [""] + cv_lines(cv_rows, note, compared_settings(cv_run))
     lines += [""] + run_lines
     if len(summary):
         lines += ["", "## All numbers", "", "Every row of `summary.csv` (value [95% CI], number of test images).", ""]

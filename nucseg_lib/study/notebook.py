@@ -3,7 +3,7 @@
 Each notebook's second cell is ``study = setup("<experiment>", globals())``: it reads the
 variables of the parameters cell (``dataset``, ``profile``, ``data_root``, ``out_dir``, ``seed``
 and the training overrides ``epochs``, ``steps_per_epoch``, ``batch_size``, ``patch_size``, ``lr``,
-``ema``),
+``ema``, ``stardist_lr``),
 quiets TensorFlow's start-up messages and returns the :class:`~nucseg_lib.study.study.Study` that
 holds the data splits, the cached models (``<out_dir>/models``) and the results
 (``<out_dir>/results``). Its last cell prints :func:`findings`: the report's claims that this
@@ -17,7 +17,7 @@ import os
 from .study import Study
 
 PARAMETERS = ("dataset", "profile", "data_root", "out_dir", "seed")
-OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr", "ema")  # None: the profile's
+OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr", "ema", "stardist_lr")  # None: the profile's
 
 
 def setup(experiment: str, parameters: dict) -> Study:

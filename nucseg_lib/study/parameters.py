@@ -187,6 +187,7 @@ WORKFLOW_PARAMETERS = (
     Parameter("patch_size", optional(whole(16)), "patch side in pixels (null: the profile's)"),
     Parameter("lr", optional(positive), "Adam learning rate of the U-Nets (null: the profile's)"),
     Parameter("ema", optional(decay), "decay per step of the weight average (null: the profile's)"),
+    Parameter("stardist_lr", optional(positive), "Adam learning rate of StarDist (null: the profile's)"),
     Parameter("k_fractions", list_of(k_value), "04: the top-K grid"),
     Parameter("combo_k", k_value, "04, 05: K of the Dice + top-K model"),
     Parameter("boundary_weight", positive, "08: weight of the boundary class"),

@@ -201,12 +201,12 @@ class Study:
             snapshot_steps=snapshot_steps,
         )
 
-    def stardist(self, verbose: int = 2, snapshot_steps=()):
-        """Train or reuse the StarDist baseline for this run's data and profile."""
-        from ..train.stardist import StarDistConfig, train_stardist
+    def stardist_config(self):
+        """The StarDist training settings of this run: the profile's budget and learning rate, this run's seed."""
+        from ..train.stardist import StarDistConfig
 
         p = self.profile
-        cfg = StarDistConfig(
+        return StarDistConfig(
             epochs=p.stardist_epochs,
             steps_per_epoch=p.stardist_steps,
             batch_size=p.batch_size,
@@ -215,6 +215,12 @@ class Study:
             seed=self.seed,
             data_tag=self.data_tag,
         )
+
+    def stardist(self, verbose: int = 2, snapshot_steps=()):
+        """Train or reuse the StarDist baseline for this run's data and profile."""
+        from ..train.stardist import train_stardist
+
+        cfg = self.stardist_config()
         import hashlib
         from dataclasses import asdict
 
