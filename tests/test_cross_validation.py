@@ -121,3 +121,14 @@ def test_all_leaves_the_cross_validation_out_and_naming_it_selects_it():
 
     assert "10_cross_validation" not in select_notebooks("all") and len(select_notebooks("all")) == 9
     assert select_notebooks([10]) == ["10_cross_validation"] and select_notebooks("10") == ["10_cross_validation"]
+
+
+def test_make_cv_trains_stardist_at_the_learning_rate_chosen_on_validation_images():
+    """The fair pair: ``make cv`` passes the chosen StarDist learning rate (the U-Nets' is the cpu profile's)."""
+    import re
+
+    from nucseg_lib.study.profiles import STARDIST_LR_CHOSEN
+    from tests.conftest import REPO
+
+    recipe = re.search(r"^cv: .*?(?=^\S)", (REPO / "Makefile").read_text(), re.S | re.M).group(0)
+    assert float(re.search(r"stardist_lr=(\S+)", recipe).group(1)) == STARDIST_LR_CHOSEN and "profile=cpu" in recipe

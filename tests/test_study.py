@@ -159,10 +159,9 @@ def test_the_cross_validation_states_both_methods_settings():
     budget = {"unet_steps": 1600, "unet_lr": 1e-3, "unet_ema": 0.995, "stardist_steps": 1600, "stardist_lr": 1e-3}
     said = compared_settings({"budget": budget})
     assert said.startswith("Settings: the boundary U-Net 1600 steps at Adam learning rate 0.001, weights averaged")
-    assert "StarDist 1600 steps at Adam learning rate 0.001;" in said
-    assert "StarDist 1600 steps at Adam learning rate 0.0003;" in compared_settings(
-        {"budget": {k: v for k, v in budget.items() if k != "stardist_lr"}}
-    )
+    assert "StarDist 1600 steps at Adam learning rate 0.001, the one chosen on validation images" in said
+    default = compared_settings({"budget": {k: v for k, v in budget.items() if k != "stardist_lr"}})
+    assert "StarDist 1600 steps at Adam learning rate 0.0003, not the 0.001 chosen on Coelho 2009's" in default
     assert compared_settings({}) == ""
     cols = ["experiment", "method", "metric", "value", "ci_low", "ci_high", "n_images"]
     rows = pd.DataFrame(
@@ -479,6 +478,10 @@ def test_key_findings_box_counts_verdicts_and_says_when_a_run_is_not_findings():
         columns=cols,
     )
     box = "\n".join(key_findings(pd.DataFrame(rows, columns=cols), cv))
+    assert "Adam learning rate" not in box  # without the runs' records nothing is said about settings
+    said = "\n".join(key_findings(pd.DataFrame(rows, columns=cols), cv, "", {}, {"budget": {"stardist_lr": 1e-3}}))
+    assert "(paired, 20 test images; StarDist at Adam learning rate 0.0003)" in said
+    assert "(paired; StarDist at Adam learning rate 0.001)" in said
     assert box.startswith("```{admonition} Key findings")
     assert "2 of 3 hold (U-Net with Dice loss; The U-Net clumps touching nuclei)" in box  # StarDist does not
     assert "boundary-aware U-Net leads StarDist" in box and "(paired, 20 test images)" in box

@@ -292,16 +292,22 @@ def _budget_lines(run: dict) -> list[str]:
 def compared_settings(run: dict) -> str:
     """The sentence naming both methods' training settings in a run (``run.json``): the headline comparison is
     fair only when each got the same care (each setting chosen on validation images: the methods page)."""
+    from ..study.profiles import STARDIST_LR_CHOSEN
+
     b = run.get("budget") or {}
     if not b:
         return ""
     ema = b.get("unet_ema", 0.0)
     average = f", weights averaged (decay {ema:g} per step)" if ema else ""
+    chosen = (
+        "the one chosen on validation images"
+        if stardist_lr(run) == STARDIST_LR_CHOSEN
+        else f"not the {STARDIST_LR_CHOSEN:g} chosen on Coelho 2009's validation images at the cpu profile's budget"
+    )
     return (
-        f"Settings: the boundary U-Net {b['unet_steps']} steps at Adam learning rate {unet_lr(run):g}{average}; "
-        f"StarDist {b['stardist_steps']} steps at Adam learning rate {stardist_lr(run):g}; each method's learning "
-        f"rate, budget and StarDist's scale chosen on validation images ({{ref}}`learning-rate`, "
-        f"{{ref}}`stardist-settings`)."
+        f"Settings: the boundary U-Net {b['unet_steps']} steps at Adam learning rate {unet_lr(run):g}{average} "
+        f"({{ref}}`learning-rate`); StarDist {b['stardist_steps']} steps at Adam learning rate "
+        f"{stardist_lr(run):g}, {chosen} ({{ref}}`stardist-settings`)."
     )
 
 
@@ -363,11 +369,23 @@ def run_caveat(run: dict) -> str:
     return not_findings_caveat(SimpleNamespace(profile=profile, dataset=run.get("dataset"))).strip()
 
 
-def key_findings(summary: pd.DataFrame, cv_rows: pd.DataFrame | None = None, caveat: str = "") -> list[str]:
+def key_findings(
+    summary: pd.DataFrame,
+    cv_rows: pd.DataFrame | None = None,
+    caveat: str = "",
+    run: dict | None = None,
+    cv_run: dict | None = None,
+) -> list[str]:
     """An admonition with the run's key findings, computed from its summary (and a cross-validation run's rows):
     the count of the report's claims by verdict, the headline paired difference, the clumping, and the verdict
     over all the images when the cross-validation ran; headed by ``caveat`` (:func:`run_caveat`) when the run
-    cannot test the report. Empty for an empty summary."""
+    cannot test the report. Given the runs' ``run.json`` records (``run``, ``cv_run``), each comparison names
+    StarDist's learning rate: the two may differ (the methods page, "StarDist's settings"). Empty for an empty
+    summary."""
+
+    def trained(record):
+        return f"; StarDist at Adam learning rate {stardist_lr(record):g}" if record is not None else ""
+
     if not len(summary):
         return []
     table = claims_table(summary)
@@ -384,7 +402,7 @@ def key_findings(summary: pd.DataFrame, cv_rows: pd.DataFrame | None = None, cav
         lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
         bullets.append(
             f"Without ground truth at test time, the boundary-aware U-Net {lead} StarDist: F1 at IoU 0.5 difference "
-            f"{format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images)."
+            f"{format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images{trained(run)})."
         )
     if ("unet_dice_cc", "merged") in beyond.index and ("unet_boundary", "merged") in beyond.index:
         bullets.append(
@@ -398,7 +416,7 @@ def key_findings(summary: pd.DataFrame, cv_rows: pd.DataFrame | None = None, cav
         lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
         bullets.append(
             f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
-            f"difference {format_ci(d.value, d.ci_low, d.ci_high)}."
+            f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)})."
         )
     title = "What this run shows (not findings)" if caveat else "Key findings"
     return [f"```{{admonition}} {title}", *([caveat, ""] if caveat else []), *[f"- {b}" for b in bullets], "```", ""]
@@ -420,7 +438,9 @@ def write_results_page(
     summary = read_summary(results_dir / "summary.csv")
     run = _read_run(results_dir)
     hw, ver = run.get("hardware", {}), run.get("versions", {})
-    cv_rows = read_summary(Path(cv) / "summary.csv") if cv is not None and Path(cv) != results_dir else summary
+    other_cv = cv is not None and Path(cv) != results_dir  # the cross-validation of a sibling run
+    cv_rows = read_summary(Path(cv) / "summary.csv") if other_cv else summary
+    cv_run = _read_run(Path(cv)) if other_cv else run
     lines = [
         "# Results",
         "",
@@ -428,7 +448,7 @@ def write_results_page(
         "this book; every number below is in those files. The run's settings, machine and timings follow "
         "the verdicts.",
         "",
-        *key_findings(summary, cv_rows, run_caveat(run)),
+        *key_findings(summary, cv_rows, run_caveat(run), run, cv_run),
     ]
     run_lines = [
         "## The run",
@@ -483,6 +503,8 @@ def write_results_page(
     lines.append(_md_table(claims_table(summary)) if len(summary) else "No results yet.")
     if len(summary):
         lines += ["", "## Beyond the paper: ground-truth-free instances", ""] + beyond_lines(summary)
+        settings = compared_settings(run)
+        lines += ["", settings] if settings else []
         seeds = seed_table([results_dir, *replicates]) if replicates else pd.DataFrame()
         if len(seeds) > 1:
             lines += [
@@ -497,9 +519,7 @@ def write_results_page(
             other = _read_run(curves.parent)
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
             lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
-        other_cv = cv_rows is not summary  # the cross-validation of a sibling run: it says how that run differs
-        cv_run = _read_run(Path(cv)) if other_cv else run
-        note = other_run_note("This section", cv_run, run) if other_cv else None
+        note = other_run_note("This section", cv_run, run) if other_cv else None  # how that run differs
         lines += [""] + cv_lines(cv_rows, note, compared_settings(cv_run))
     lines += [""] + run_lines
     if len(summary):

@@ -159,10 +159,13 @@ def build_book(
     shutil.copytree(REPO / "book", stage / "book")
     shutil.copytree(REPO / "_static", stage / "_static")  # the book's CSS (long lines wrap)
     intro = stage / "book" / "intro.md"
+    record = read_record(run / "results" / "run.json")
     findings = key_findings(
         read_summary(run / "results" / "summary.csv"),
         read_summary(cv / "results" / "summary.csv") if cv else None,  # None: the run's own rows
-        run_caveat(read_record(run / "results" / "run.json")),
+        run_caveat(record),
+        record,
+        read_record(cv / "results" / "run.json") if cv else record,
     )
     intro.write_text(
         intro.read_text()
