@@ -100,7 +100,8 @@ WHY = {
     "recall; ours gives none to a true nucleus that the predicted mask misses entirely, so it proposes fewer labels "
     "and its precision is at least its recall",
     "StarDist": "4x downscaling and 1600 steps, chosen on validation images over 2x and fewer steps (methods page, "
-    "StarDist's settings); its default learning rate 3e-4; the report's settings are not given",
+    "StarDist's settings); its learning rate is named under 'Beyond the paper' below; the report's settings are "
+    "not given",
     "Ground-truth-free": "our extension; paired against StarDist in notebook 08 and notebook 10",
     "The U-Net clumps": "merged nuclei: ground-truth nuclei covered by one prediction that also covers another",
     "ERF": "depends on the definition of size: the 95%-mass diameter against the largest extent (Feret) or the "
