@@ -169,12 +169,16 @@ def test_the_cross_validation_states_both_methods_settings():
             ("cross_validation", "unet_boundary", "f1@0.5", 0.93, 0.92, 0.94, 87),
             ("cross_validation", "stardist", "f1@0.5", 0.92, 0.91, 0.93, 87),
             ("cross_validation", "unet_boundary", "f1@0.5_minus_stardist", 0.01, -0.01, 0.02, 87),
+            ("cross_validation", "unet_boundary", "merged", 57, 38, 77, 87),
+            ("cross_validation", "stardist", "merged", 21, 12, 30, 87),
         ],
         columns=cols,
     )
     text = "\n".join(cv_lines(rows, settings=said))
     assert said in text and "| all (87) | 0.930 [0.920, 0.940] | 0.920 [0.910, 0.930] |" in text
     assert "cannot be told apart" in text
+    assert "`unet_boundary` 57 [38, 77], `stardist` 21 [12, 30]." in text
+    assert "Merged" not in "\n".join(cv_lines(rows[rows.metric != "merged"], settings=said))
 
 
 def test_budget_line_names_the_weight_average_only_when_used():
@@ -481,7 +485,16 @@ def test_key_findings_box_counts_verdicts_and_says_when_a_run_is_not_findings():
     assert "Adam learning rate" not in box  # without the runs' records nothing is said about settings
     said = "\n".join(key_findings(pd.DataFrame(rows, columns=cols), cv, "", {}, {"budget": {"stardist_lr": 1e-3}}))
     assert "(paired, 20 test images; StarDist at Adam learning rate 0.0003)" in said
-    assert "(paired; StarDist at Adam learning rate 0.001)" in said
+    assert "(paired; StarDist at Adam learning rate 0.001)." in said
+    merged = pd.DataFrame(
+        [
+            ("cross_validation", "c", "cpu", m, "merged", v, v - 9, v + 9, 87)
+            for m, v in (("unet_boundary", 57), ("stardist", 21))
+        ],
+        columns=cols,
+    )
+    box = "\n".join(key_findings(pd.DataFrame(rows, columns=cols), pd.concat([cv, merged])))
+    assert "difference -0.010 [-0.030, 0.010] (paired); it merged 57 nuclei, StarDist 21." in box
     assert box.startswith("```{admonition} Key findings")
     assert "2 of 3 hold (U-Net with Dice loss; The U-Net clumps touching nuclei)" in box  # StarDist does not
     assert "boundary-aware U-Net leads StarDist" in box and "(paired, 20 test images)" in box

@@ -352,6 +352,22 @@ def cv_lines(summary: pd.DataFrame, note: str | None = None, settings: str = "")
         *([f"```{{note}}\n{note}\n```", ""] if note else []),
         _md_table(pd.DataFrame(table)),
         "",
+        *_cv_merged_lines(rows),
+    ]
+
+
+def _cv_merged_lines(rows: pd.DataFrame) -> list[str]:
+    """The cross-validation's merged-nuclei counts of both methods over all the images (F1 alone hides that
+    trade-off); empty when notebook 10 did not record them."""
+    merged = rows[rows.metric == "merged"].set_index("method")
+    if not {"unet_boundary", "stardist"} <= set(merged.index):
+        return []
+    b, s = merged.loc["unet_boundary"], merged.loc["stardist"]
+    return [
+        f"Merged nuclei over all {int(b.n_images)} images (true nuclei covered by one prediction that also covers "
+        f"another): `unet_boundary` {b.value:.0f} [{b.ci_low:.0f}, {b.ci_high:.0f}], `stardist` {s.value:.0f} "
+        f"[{s.ci_low:.0f}, {s.ci_high:.0f}].",
+        "",
     ]
 
 
@@ -414,9 +430,15 @@ def key_findings(
     if len(cv):
         d = cv.iloc[0]
         lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
+        merged = rows[(rows.experiment == "cross_validation") & (rows.metric == "merged")].set_index("method")
+        clumps = (
+            f"; it merged {merged.value['unet_boundary']:.0f} nuclei, StarDist {merged.value['stardist']:.0f}"
+            if {"unet_boundary", "stardist"} <= set(merged.index)
+            else ""
+        )
         bullets.append(
             f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
-            f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)})."
+            f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)}){clumps}."
         )
     title = "What this run shows (not findings)" if caveat else "Key findings"
     return [f"```{{admonition}} {title}", *([caveat, ""] if caveat else []), *[f"- {b}" for b in bullets], "```", ""]
