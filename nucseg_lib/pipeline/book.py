@@ -356,13 +356,21 @@ def cv_lines(summary: pd.DataFrame, note: str | None = None, settings: str = "")
     ]
 
 
-def _cv_merged_lines(rows: pd.DataFrame) -> list[str]:
-    """The cross-validation's merged-nuclei counts of both methods over all the images (F1 alone hides that
-    trade-off); empty when notebook 10 did not record them."""
-    merged = rows[rows.metric == "merged"].set_index("method")
+def _cv_merged(rows: pd.DataFrame):
+    """The cross-validation's merged-nuclei rows (``unet_boundary``, ``stardist``) over all the images; None when
+    notebook 10 did not record them."""
+    merged = rows[(rows.experiment == "cross_validation") & (rows.metric == "merged")].set_index("method")
     if not {"unet_boundary", "stardist"} <= set(merged.index):
+        return None
+    return merged.loc["unet_boundary"], merged.loc["stardist"]
+
+
+def _cv_merged_lines(rows: pd.DataFrame) -> list[str]:
+    """The cross-validation's merged-nuclei counts of both methods (F1 alone hides that trade-off)."""
+    merged = _cv_merged(rows)
+    if merged is None:
         return []
-    b, s = merged.loc["unet_boundary"], merged.loc["stardist"]
+    b, s = merged
     return [
         f"Merged nuclei over all {int(b.n_images)} images (true nuclei covered by one prediction that also covers "
         f"another): `unet_boundary` {b.value:.0f} [{b.ci_low:.0f}, {b.ci_high:.0f}], `stardist` {s.value:.0f} "
@@ -430,12 +438,8 @@ def key_findings(
     if len(cv):
         d = cv.iloc[0]
         lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
-        merged = rows[(rows.experiment == "cross_validation") & (rows.metric == "merged")].set_index("method")
-        clumps = (
-            f"; it merged {merged.value['unet_boundary']:.0f} nuclei, StarDist {merged.value['stardist']:.0f}"
-            if {"unet_boundary", "stardist"} <= set(merged.index)
-            else ""
-        )
+        merged = _cv_merged(rows)
+        clumps = f"; it merged {merged[0].value:.0f} nuclei, StarDist {merged[1].value:.0f}" if merged else ""
         bullets.append(
             f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
             f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)}){clumps}."
