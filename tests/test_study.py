@@ -188,7 +188,7 @@ def test_budget_line_names_the_weight_average_only_when_used():
     b["patch_size_px"] = 128
     assert "averaged" not in _budget_lines({"budget": b})[0]
     line = _budget_lines({"budget": {**b, "unet_ema": 0.995}})[0]
-    assert "(80 epochs, Adam learning rate 0.001, weights averaged with decay 0.995 per step)" in line
+    assert "(80 epochs, Adam learning rate 0.001, weights averaged (decay 0.995 per step))" in line
 
 
 def test_run_json_records_the_runs_own_training_overrides(tmp_path):

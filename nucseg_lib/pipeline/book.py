@@ -215,20 +215,25 @@ def stardist_lr(run: dict) -> float:
     return (run.get("budget") or {}).get("stardist_lr", 3e-4)
 
 
+def unet_training(run: dict) -> str:
+    """The U-Nets' optimiser settings in a run (``run.json``), in the words every page uses: the Adam learning
+    rate and the weight average (its decay per step, or none)."""
+    ema = (run.get("budget") or {}).get("unet_ema", 0.0)
+    average = f"weights averaged (decay {ema:g} per step)" if ema else "no weight average"
+    return f"Adam learning rate {unet_lr(run):g}, {average}"
+
+
 def run_settings(run: dict) -> dict:
     """What makes two runs' numbers differ beyond the data: when, CPU, precision, the U-Nets' learning rate and
     weight average, StarDist's learning rate (``run.json``; runs assembled before these were recorded had 1e-4,
     none and 3e-4)."""
-    hw, budget = run.get("hardware") or {}, run.get("budget") or {}
+    hw = run.get("hardware") or {}
     cpu = hw.get("cpu", "an unrecorded CPU") + (" with " + "/".join(hw["cpu_bf16"]) if hw.get("cpu_bf16") else "")
-    ema = budget.get("unet_ema", 0.0)
     return {
         "assembled": str(run.get("assembled") or run.get("end") or "an unrecorded date")[:10],
         "cpu": cpu,
         "precision": hw.get("precision", "fp32"),
-        "training": f"Adam learning rate {unet_lr(run):g}, "
-        + (f"weights averaged (decay {ema:g} per step)" if ema else "no weight average")
-        + f"; StarDist at Adam learning rate {stardist_lr(run):g}",
+        "training": f"{unet_training(run)}; StarDist at Adam learning rate {stardist_lr(run):g}",
     }
 
 
@@ -280,12 +285,11 @@ def _budget_lines(run: dict) -> list[str]:
     if not b:
         return []
     precision = (run.get("hardware") or {}).get("precision", "fp32")
-    average = f", weights averaged with decay {b['unet_ema']:g} per step" if b.get("unet_ema") else ""
     return [
-        f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs, Adam learning "
-        f"rate {unet_lr(run):g}{average}), StarDist "
-        f"{b['stardist_steps']} steps (Adam learning rate {stardist_lr(run):g}); batches of {b['batch_size']} patches of {b['patch_size_px']}x"
-        f"{b['patch_size_px']} px; U-Net precision {precision}"
+        f"- training budget per model: U-Nets {b['unet_steps']} steps ({b['unet_epochs']} epochs, "
+        f"{unet_training(run)}), StarDist "
+        f"{b['stardist_steps']} steps (Adam learning rate {stardist_lr(run):g}); batches of {b['batch_size']} "
+        f"patches of {b['patch_size_px']}x{b['patch_size_px']} px; U-Net precision {precision}"
     ]
 
 
@@ -297,15 +301,13 @@ def compared_settings(run: dict) -> str:
     b = run.get("budget") or {}
     if not b:
         return ""
-    ema = b.get("unet_ema", 0.0)
-    average = f", weights averaged (decay {ema:g} per step)" if ema else ""
     chosen = (
         "the one chosen on validation images"
         if stardist_lr(run) == STARDIST_LR_CHOSEN
         else f"not the {STARDIST_LR_CHOSEN:g} chosen on Coelho 2009's validation images at the cpu profile's budget"
     )
     return (
-        f"Settings: the boundary U-Net {b['unet_steps']} steps at Adam learning rate {unet_lr(run):g}{average} "
+        f"Settings: the boundary U-Net {b['unet_steps']} steps at {unet_training(run)} "
         f"({{ref}}`learning-rate`); StarDist {b['stardist_steps']} steps at Adam learning rate "
         f"{stardist_lr(run):g}, {chosen} ({{ref}}`stardist-settings`)."
     )
