@@ -230,6 +230,29 @@ def test_a_killed_notebook_never_leaves_a_half_executed_copy(tmp_path, monkeypat
     assert not list((run / "notebooks").glob("*.partial.ipynb"))
 
 
+def test_notebook_jobs_import_papermill_without_the_iri_grammars():
+    """A notebook job imports papermill without rfc3987_syntax (2-4 s of grammar building per job), and
+    nbformat still validates: a notebook without its required fields is refused."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nucseg_lib.pipeline.jobs import import_papermill\n"
+        "import_papermill()\n"
+        "import nbformat\n"
+        "nbformat.validate(nbformat.v4.new_notebook())\n"
+        "try:\n"
+        "    nbformat.validate({'cells': []}, version=4)\n"
+        "except nbformat.ValidationError:\n"
+        "    print('refused')\n"
+        "print(sys.modules.get('rfc3987_syntax') is None, 'lark' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["refused", "True False"]
+
+
 def _executed(run: Path) -> list[Path]:
     """Finished executed notebooks of a run folder (not .partial or .failed ones)."""
     return [p for p in (run / "notebooks").glob("*.ipynb") if p.suffixes == [".ipynb"]]

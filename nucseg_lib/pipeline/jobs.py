@@ -180,6 +180,20 @@ def _cause(exc: Exception) -> str:
     return f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
 
 
+def import_papermill():
+    """papermill, imported without jsonschema's IRI format checker.
+
+    papermill imports nbformat, which imports jsonschema, whose format checkers import ``rfc3987_syntax`` when it
+    is installed (nbformat's ``jsonschema[format-nongpl]`` installs it): that compiles some 35 Earley grammars at
+    import, 2-4 s of every notebook job on a 2-core CPU (python-jsonschema/jsonschema#1428). No notebook schema
+    uses the ``iri`` formats, so this process does without that checker.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: its import raises ImportError
+    import papermill
+
+    return papermill
+
+
 def execute_notebook(run: Path, params: dict, name: str) -> Path:
     """Execute ``notebooks/<name>.ipynb`` into ``<run>/notebooks/<name>.ipynb``, atomically.
 
@@ -187,7 +201,7 @@ def execute_notebook(run: Path, params: dict, name: str) -> Path:
     exception raised in the notebook, e.g. a ``DataError`` naming a missing file) is
     printed; the exit status is 1.
     """
-    import papermill as pm
+    pm = import_papermill()
 
     if name not in NOTEBOOKS:
         raise JobError(f"unknown notebook {name!r}; notebooks are {', '.join(NOTEBOOKS)}")
