@@ -40,7 +40,7 @@ class Profile:
 
 
 # StarDist's Adam learning rate chosen on Coelho 2009's validation images at the cpu profile's budget (book/methods.md,
-# "StarDist's settings"); `make cv` trains at it, the cpu profile adopts it with the next re-published reference run
+# "StarDist's settings"); the cpu profile (the reference run since 2026-12-04) and `make cv` train at it
 STARDIST_LR_CHOSEN = 1e-3
 
 PROFILES = {
