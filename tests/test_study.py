@@ -140,7 +140,7 @@ def test_results_page(tmp_path, smoke_run):
     assert "## Beyond the paper" in text and "paired difference" in text
     assert "Training seeds" not in text  # no replicates given
     assert (
-        "- training budget per model: U-Nets 4 steps (2 epochs, Adam learning rate 0.0001), StarDist 2 steps "
+        "- training budget per model: U-Nets 4 steps (2 epochs, Adam learning rate 0.0001, no weight average), StarDist 2 steps "
         "(Adam learning rate 0.0003); "
         "batches of 2 patches of 64x64 px" in text
     )
@@ -453,12 +453,18 @@ def test_verdicts_of_relative_and_failure_claims_and_the_two_readings_of_size():
     ]
     table = claims_table(pd.DataFrame(rows, columns=cols)).set_index("claim")
     faster = table.loc[[c for c in table.index if c.startswith("Pretrained encoder learns faster")][0]]
-    assert faster.verdict == "new" and faster["ours [95% CI]"].startswith("-12")
+    assert faster.verdict == "new" and faster["ours [95% CI]"] == "-12 epochs"
     # each row gets its own reason, not that of a claim whose name begins the same way
     assert faster.why != table.loc["Pretrained encoder = scratch (difference in Dice)"].why
     erf = table.loc[[c for c in table.index if c.startswith("ERF")][0]]
     assert erf["ours [95% CI]"] == "45 vs 60 (Feret), 44 (equivalent diameter)"
     assert erf.verdict.startswith("depends on the definition: not reproduced against the Feret diameter")
+    assert erf.why.startswith("depends on the definition of size")
+    # below both readings: one verdict, and the reason says so instead of "depends on the definition"
+    rows[0] = ("receptive_field", "c", "cpu", "unet_dice", "erf_diameter95_px", 38.0, None, None, 32)
+    below = claims_table(pd.DataFrame(rows, columns=cols)).set_index("claim")
+    erf = below.loc[[c for c in below.index if c.startswith("ERF")][0]]
+    assert erf.verdict == "not reproduced" and erf.why.startswith("the same against both readings")
     clump = table.loc[[c for c in table.index if c.startswith("The U-Net clumps")][0]]
     assert clump["ours [95% CI]"] == "52 [35, 71]; unet_boundary 17" and clump.verdict == "reproduced"
     paired = table.loc["Dice + top-K better than Dice alone (paired difference in Dice)"]

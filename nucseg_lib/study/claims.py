@@ -107,6 +107,11 @@ WHY = {
     "ERF": "depends on the definition of size: the 95%-mass diameter against the largest extent (Feret) or the "
     "largest equivalent diameter",
 }
+# the ERF row's reason when both readings of "the largest nucleus" give the same verdict
+ERF_BOTH_READINGS = (
+    "the same against both readings of the largest nucleus (its largest extent, Feret, and the diameter of a disk of "
+    "its area); one model's ERF moves by several px between runs of the same settings (methods page)"
+)
 
 
 def why(claim: str) -> str:
