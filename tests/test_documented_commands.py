@@ -21,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,7 +172,7 @@ def test_documented_slurm_commands_without_accounting_ask_squeue():
 
 
 @pytest.mark.slow
-def test_documented_commands_run_as_written(tmp_path, smoke_run):
+def test_documented_commands_run_as_written(tmp_path, smoke_run, capsys):
     if not (shared_data() / "coelho2009" / "data").is_dir():
         pytest.skip("the shared Coelho 2009 copy is needed by the documented commands")
     # the synthetic study with its own top-K grid is the suite's smoke_run: it ran (as written) for the fixture
@@ -186,7 +187,10 @@ def test_documented_commands_run_as_written(tmp_path, smoke_run):
         if cmd == synthetic or key in seen:  # e.g. the cpu and full commands become the same at the smoke profile
             continue
         seen.add(key)
+        began = time.perf_counter()
         out = run_documented(cmd, tmp_path, cwd, n)
+        with capsys.disabled():  # where this test's time goes, in CI's log too (the slowest test of the suite)
+            print(f"\n  {time.perf_counter() - began:6.1f} s  {doc}: {cmd[:110]}", end="")
         if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
             summary = pd.read_csv(out / "results" / "summary.csv")
             assert set(summary.dataset) == {"folder"}
