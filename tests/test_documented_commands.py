@@ -191,6 +191,8 @@ def test_documented_commands_run_as_written(tmp_path, smoke_run, capsys):
         out = run_documented(cmd, tmp_path, cwd, n)
         with capsys.disabled():  # where this test's time goes, in CI's log too (the slowest test of the suite)
             print(f"\n  {time.perf_counter() - began:6.1f} s  {doc}: {cmd[:110]}", end="")
+    with capsys.disabled():
+        print()  # pytest's progress goes on after the last line
         if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
             summary = pd.read_csv(out / "results" / "summary.csv")
             assert set(summary.dataset) == {"folder"}
