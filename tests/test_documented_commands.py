@@ -191,12 +191,12 @@ def test_documented_commands_run_as_written(tmp_path, smoke_run, capsys):
         out = run_documented(cmd, tmp_path, cwd, n)
         with capsys.disabled():  # where this test's time goes, in CI's log too (the slowest test of the suite)
             print(f"\n  {time.perf_counter() - began:6.1f} s  {doc}: {cmd[:110]}", end="")
-    with capsys.disabled():
-        print()  # pytest's progress goes on after the last line
         if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
             summary = pd.read_csv(out / "results" / "summary.csv")
             assert set(summary.dataset) == {"folder"}
             assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)
             assert (out / "notebooks" / "08_beyond_instances.ipynb").exists()
             folder_study_ran = True
+    with capsys.disabled():
+        print()  # pytest's progress goes on after the last line
     assert folder_study_ran, "no documented command runs the study on a folder dataset"
