@@ -88,7 +88,7 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
     if len(erf) and len(big):
         d, n = float(erf.value.iloc[0]), float(big.value.iloc[0])
         ours, said = f"{d:.0f} vs {n:.0f}", "consistent" if d > n else "not reproduced"
-        reason = why(ERF_CLAIM[0])
+        reason = None  # the claim's own reason (WHY), unless both readings of the size agree
         if len(equiv):  # both readings of "the largest nucleus": its longest extent and its equivalent diameter
             e = float(equiv.value.iloc[0])
             ours = f"{d:.0f} vs {n:.0f} (Feret), {e:.0f} (equivalent diameter)"
@@ -124,8 +124,8 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
         )
     table = pd.DataFrame(rows)
     if len(table):
-        given = table["why"] if "why" in table else [None] * len(table)
-        table["why"] = [w if isinstance(w, str) else why(c) for c, w in zip(table.claim, given)]
+        reasons = table.claim.map(why)  # a row's own reason (the ERF row's, computed above) comes first
+        table["why"] = reasons.mask(table["why"].notna(), table["why"]) if "why" in table else reasons
     return table
 
 
