@@ -148,6 +148,30 @@ def test_coelho_loader(coelho_root):
     assert {x.name for x in coelho.load(coelho_root, "test")} == {x.name for x in samples if x.meta["split"] == "test"}
     small = load_dataset("coelho2009", "test", root=coelho_root, scale=4)
     assert abs(small[0].image.shape[0] - samples[0].image.shape[0] / 4) <= 1
+    # a capped load (the smoke profile) keeps the first images of each split, as slicing the whole set would
+    capped = coelho.load(coelho_root, max_per_split={"train": 6, "test": 3})
+    first = {s.name for sp, n in (("train", 6), ("test", 3)) for s in [x for x in samples if x.meta["split"] == sp][:n]}
+    assert [s.name for s in capped] == [s.name for s in samples if s.name in first]
+
+
+def test_a_split_or_capped_load_reads_only_the_files_it_keeps(tmp_path, monkeypatch):
+    """Loaders select files before reading pixels: the test split reads the test images only, and a cap of
+    2 training and 1 test image reads those 3 files (the first of each split, in the loader's order)."""
+    from nucseg_lib.data import folder
+    from tests.test_folder_dataset import make_folder
+
+    root = make_folder(tmp_path / "mine", n=10, size=64)
+    every = load_dataset("folder", "all", root=root)
+    train = [s.name for s in every if s.meta["split"] == "train"]
+    test = [s.name for s in every if s.meta["split"] == "test"]
+    read, read_image = [], folder.read_image
+    monkeypatch.setattr(folder, "read_image", lambda p, channel=0: read.append(p.stem) or read_image(p, channel))
+    assert [s.name for s in load_dataset("folder", "test", root=root)] == test and read == test
+    read.clear()
+    capped = load_dataset("folder", "all", root=root, max_per_split={"train": 2, "test": 1})
+    assert sorted(s.name for s in capped) == sorted(read) == sorted(train[:2] + test[:1])
+    with pytest.raises(ValueError, match="split must be"):
+        load_dataset("folder", "validation", root=root)
 
 
 def _fake_kromp(root, n=12):

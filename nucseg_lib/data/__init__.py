@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 from . import coelho, folder, kromp, synthetic
-from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample
+from .common import DataError, Sample, normalize_percentile, read_image, read_labels, rescale_sample, select_files
 
 DATASETS = ("synthetic", "coelho2009", "kromp2020", "folder")
 
 
-def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, **kwargs) -> list[Sample]:
+def load_dataset(
+    name: str, split: str = "all", root=None, scale: float = 1.0, max_per_split: dict | None = None, **kwargs
+) -> list[Sample]:
     """Load dataset ``name`` (one of :data:`DATASETS`), optionally downscaled by ``scale``.
 
     Parameters
@@ -29,6 +31,9 @@ def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, *
         The dataset's folder (real data; default ``$NUCSEG_DATA/<name>``).
     scale : float
         Downscaling factor (images by area averaging, labels by nearest neighbour).
+    max_per_split : dict, optional
+        At most this many images per split, the first in the dataset's order (``{"train": 6, "test": 3}``);
+        real datasets read no other file (:func:`~nucseg_lib.data.common.select_files`).
     **kwargs
         To the dataset's ``load`` (e.g. ``n_train``/``size`` for synthetic, ``scheme`` for Kromp).
 
@@ -37,13 +42,13 @@ def load_dataset(name: str, split: str = "all", root=None, scale: float = 1.0, *
     list of Sample
     """
     if name == "synthetic":
-        samples = synthetic.load(split=split, **kwargs)
+        samples = select_files(synthetic.load(split=split, **kwargs), lambda s: s.meta["split"], "all", max_per_split)
     elif name == coelho.NAME:
-        samples = coelho.load(root=root, split=split, **kwargs)
+        samples = coelho.load(root=root, split=split, max_per_split=max_per_split, **kwargs)
     elif name == kromp.NAME:
-        samples = kromp.load(root=root, split=split, **kwargs)
+        samples = kromp.load(root=root, split=split, max_per_split=max_per_split, **kwargs)
     elif name == folder.NAME:
-        samples = folder.load(root=root, split=split, **kwargs)
+        samples = folder.load(root=root, split=split, max_per_split=max_per_split, **kwargs)
     else:
         raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
     return [rescale_sample(s, scale) for s in samples]

@@ -29,7 +29,7 @@ from .common import (
     pair_by_name,
     read_image,
     read_labels,
-    select_split,
+    select_files,
     split_by_name,
 )
 
@@ -44,15 +44,16 @@ CITATION = (
 )
 
 
-def load(root=None, split: str = "all") -> list[Sample]:
+def load(root=None, split: str = "all", max_per_split: dict | None = None) -> list[Sample]:
     """Load every labelled image under ``root`` (default ``$NUCSEG_DATA/coelho2009``).
 
-    ``split`` is ``'train'``, ``'test'`` or ``'all'``. Names are ``<folder>/dna-N``.
+    ``split`` is ``'train'``, ``'test'`` or ``'all'``. Names are ``<folder>/dna-N``. ``max_per_split``
+    (e.g. ``{"train": 6, "test": 3}``) reads only the first images of each split (U2OS, then NIH3T3).
     """
     root = data_root(NAME, root)
     if not (root / "data").is_dir():
         raise DataError(f"{root}: not a Coelho 2009 root (no data/ folder); point root or $NUCSEG_DATA at it")
-    samples = []
+    entries = []  # (name, cell line, image, labels, split), before any pixel is read
     for folder, line in CELL_LINES.items():
         img_dir = root / "data" / "images" / "dna-images" / folder
         lab_dir = root / "data" / "preprocessed-data" / folder
@@ -67,16 +68,18 @@ def load(root=None, split: str = "all") -> list[Sample]:
         assign = split_by_name([f"{folder}/{p.stem}" for p in labels], TEST_FRACTION, SPLIT_SALT)
         for img_path, lab_path in pair_by_name(images, labels):
             name = f"{folder}/{img_path.stem}"
-            samples.append(
-                Sample(
-                    read_image(img_path, channel=0),
-                    read_labels(lab_path),
-                    name=name,
-                    group=line,
-                    dataset=NAME,
-                    meta={"split": assign[name], "path": str(img_path)},
-                )
-            )
-    if not samples:
+            entries.append((name, line, img_path, lab_path, assign[name]))
+    if not entries:
         raise DataError(f"{root}: no labelled images found under data/preprocessed-data/{{gnf,ic100}}")
-    return select_split(samples, split)
+    samples = [
+        Sample(
+            read_image(img_path, channel=0),
+            read_labels(lab_path),
+            name=name,
+            group=line,
+            dataset=NAME,
+            meta={"split": sp, "path": str(img_path)},
+        )
+        for name, line, img_path, lab_path, sp in select_files(entries, lambda e: e[4], split, max_per_split)
+    ]
+    return samples

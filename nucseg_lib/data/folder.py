@@ -37,7 +37,7 @@ from .common import (
     pair_by_name,
     read_image,
     read_labels,
-    select_split,
+    select_files,
     split_by_name,
 )
 
@@ -70,10 +70,11 @@ def _read_split(path: Path) -> dict[str, dict]:
     return out
 
 
-def load(root=None, split: str = "all", channel: int | None = 0) -> list[Sample]:
+def load(root=None, split: str = "all", channel: int | None = 0, max_per_split: dict | None = None) -> list[Sample]:
     """Load every image/label pair under ``root`` (default ``$NUCSEG_DATA/folder``).
 
-    ``split`` is ``'train'``, ``'test'`` or ``'all'``; names are the file stems.
+    ``split`` is ``'train'``, ``'test'`` or ``'all'``; names are the file stems. ``max_per_split``
+    (e.g. ``{"train": 6, "test": 3}``) reads only the first images of each split, in file-name order.
     """
     root = data_root(NAME, root)
     img_dir, lab_dir = root / "images", root / "labels"
@@ -108,6 +109,6 @@ def load(root=None, split: str = "all", channel: int | None = 0) -> list[Sample]
             dataset=NAME,
             meta={"split": table[img.stem]["split"], "path": str(img)},
         )
-        for img, lab in pairs
+        for img, lab in select_files(pairs, lambda p: table[p[0].stem]["split"], split, max_per_split)
     ]
-    return select_split(samples, split)
+    return samples

@@ -33,7 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import DataError, Sample, data_root, files_with_suffix, pair_by_name, read_image, read_labels, select_split
+from .common import (
+    DataError,
+    Sample,
+    data_root,
+    files_with_suffix,
+    pair_by_name,
+    read_image,
+    read_labels,
+    select_files,
+)
 from .download import fetch, safe_extract_zip
 
 NAME = "kromp2020"
@@ -107,10 +116,11 @@ def _suggested_split(row: dict) -> str | None:
     return None
 
 
-def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
+def load(root=None, split: str = "all", scheme: str = "paper", max_per_split: dict | None = None) -> list[Sample]:
     """Load the dataset from ``root`` (default ``$NUCSEG_DATA/kromp2020``); no download is attempted.
 
-    ``scheme`` is ``'paper'`` (70/9, seed 0) or ``'suggested'`` (the csv's column).
+    ``scheme`` is ``'paper'`` (70/9, seed 0) or ``'suggested'`` (the csv's column). ``max_per_split``
+    (e.g. ``{"train": 6, "test": 3}``) reads only the first images of each split, in file-name order.
     """
     root = data_root(NAME, root)
     data_dir = _find_data_dir(root) if root.is_dir() else None
@@ -142,7 +152,7 @@ def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
     else:
         raise ValueError(f"scheme must be 'paper' or 'suggested', got {scheme!r}")
     samples = []
-    for img_path, lab_path in pairs:
+    for img_path, lab_path in select_files(pairs, lambda p: assign[p[0].stem], split, max_per_split):
         row = desc.get(img_path.stem, {})
         group = row.get("diagnosis") or group_from_name(img_path.stem)
         samples.append(
@@ -155,4 +165,4 @@ def load(root=None, split: str = "all", scheme: str = "paper") -> list[Sample]:
                 meta={"split": assign[img_path.stem], "path": str(img_path), **row},
             )
         )
-    return select_split(samples, split)
+    return samples

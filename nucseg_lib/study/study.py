@@ -59,11 +59,11 @@ class Study:
     def _load(self):
         if self._splits is None:
             kw = dict(self.profile.synthetic, seed=self.data_seed) if self.dataset == "synthetic" else {}
-            samples = load_dataset(self.dataset, "all", root=self.data_root, scale=self.scale, **kw)
+            n = self.profile.max_images  # a capped run (smoke) reads only the images it keeps
+            cap = {"train": n, "test": max(2, n // 2)} if n else None
+            samples = load_dataset(self.dataset, "all", root=self.data_root, scale=self.scale, max_per_split=cap, **kw)
             train = [s for s in samples if s.meta.get("split") == "train"]
             test = [s for s in samples if s.meta.get("split") == "test"]
-            if self.profile.max_images:
-                train, test = train[: self.profile.max_images], test[: max(2, self.profile.max_images // 2)]
             if self.fold:  # cross-validation: fold k of all the images is the test set, the others train
                 from ..data.common import cross_validation_folds
 
