@@ -22,6 +22,7 @@ def trained(tmp_path_factory, small_synthetic):
 def test_trains_saves_and_reloads(trained):
     model, folder, samples = trained
     assert (folder / "DONE").exists() and (folder / "weights_best.h5").exists() and (folder / "history.csv").exists()
+    assert model.keras_model.run_eagerly  # 2 steps: tracing the graphs would cost more (EAGER_MAX_STEPS)
     again = load_stardist(folder)
     assert again.thresholds == model.thresholds
     test = [s for s in samples if s.meta["split"] == "test"][0]
