@@ -106,3 +106,27 @@ def test_hardware_records_the_memory_settings(monkeypatch):
     assert hw["transparent_hugepages"] in ("always", "madvise", "never", None)
     monkeypatch.delenv("GLIBC_TUNABLES")
     assert machine.hardware()["glibc_tunables"] is None
+
+
+def test_gpu_name_without_a_gpu_driver_does_not_import_torch(tmp_path):
+    """Every workflow job records its machine; on Linux without a GPU driver's device files the GPU is None
+    without importing torch (seconds per job); with one, torch is asked."""
+    import subprocess
+    import sys
+
+    import torch
+
+    code = (
+        "import sys; from nucseg_lib import machine; machine.GPU_DRIVER_FILES = ({!r},); "
+        "print(repr(machine.gpu_name())); print('torch' in sys.modules)"
+    )
+
+    def ask(driver_file):
+        r = subprocess.run([sys.executable, "-c", code.format(str(driver_file))], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    assert ask(tmp_path / "none") == ["None", "False"]
+    (tmp_path / "driver").write_text("")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    assert ask(tmp_path / "driver") == [repr(gpu), "True"]

@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from ..model import build_model, pick_device
+# torch is imported where it is used: the workflow's jobs record their machine and write JSON with this
+# module before their notebook's kernel imports torch (about 3 s of a 2-core CPU that a job need not spend twice)
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,6 +52,8 @@ def read_json(path: Path) -> dict:
 
 def torch_load(path: Path, device):
     """``torch.load`` with ``weights_only=True`` (a crafted file cannot run code); errors name the file."""
+    import torch
+
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, or a pickle that is not plain tensors and numbers
@@ -62,6 +64,8 @@ def torch_load(path: Path, device):
 
 
 def save_atomic(obj, path: Path):
+    import torch
+
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -123,6 +127,10 @@ def load_snapshot(folder, weights, device=None):
 
 def model_with_weights(folder: Path, weights: Path, device=None):
     """``(model in eval mode, config dict)``: the model of ``folder/config.json`` with ``weights`` loaded."""
+    import torch
+
+    from ..model import build_model, pick_device
+
     cfg = read_json(folder / "config.json")
     device = device or pick_device()
     try:
