@@ -134,6 +134,8 @@ def resolve_precision(precision: str = "auto", device=None) -> str:
             raise ValueError(f"$NUCSEG_PRECISION must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
+    if device is None and no_gpu_driver():  # the CPU's rule; torch is imported for the benchmark only
+        return "bf16" if cpu_bf16_features() and bf16_speedup() >= MIN_SPEEDUP else "fp32"
     import torch
 
     from .model import pick_device
@@ -175,13 +177,19 @@ def transparent_hugepages() -> str | None:
 
 
 # device files of the GPU drivers torch can use on Linux (NVIDIA's CUDA, AMD's ROCm): without any of them torch
-# finds no GPU, and :func:`gpu_name` answers without importing torch (about 3 s of a 2-core CPU, in every job)
+# finds no GPU, and :func:`gpu_name` and :func:`resolve_precision` answer without importing torch (about 3 s of a
+# 2-core CPU in every workflow job and every Snakemake call), except to time bf16 on a CPU that has it
 GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd")
+
+
+def no_gpu_driver() -> bool:
+    """True on Linux without any of :data:`GPU_DRIVER_FILES`: torch would find no GPU (known without importing it)."""
+    return platform.system() == "Linux" and not any(Path(f).exists() for f in GPU_DRIVER_FILES)
 
 
 def gpu_name() -> str | None:
     """The name of the CUDA (or ROCm) GPU torch would use, None when there is none."""
-    if platform.system() == "Linux" and not any(Path(f).exists() for f in GPU_DRIVER_FILES):
+    if no_gpu_driver():
         return None
     try:
         import torch

@@ -9,6 +9,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """The precision ``auto`` picks on this machine, decided once for the session: the suite's Snakemake calls and
+    jobs inherit it (a run would otherwise time bf16 again at each call where the CPU has it, ~3 s each). The tests
+    of the ``auto`` rule and of a resumed run's precision unset it (monkeypatch)."""
+    from nucseg_lib.machine import resolve_precision
+
+    os.environ.setdefault("NUCSEG_PRECISION", resolve_precision("auto"))
+
+
 def shared_data() -> Path:
     return Path(os.environ.get("NUCSEG_DATA") or REPO.parent / "shared" / "data")
 

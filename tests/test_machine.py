@@ -111,6 +111,7 @@ def test_hardware_records_the_memory_settings(monkeypatch):
 def test_gpu_name_without_a_gpu_driver_does_not_import_torch(tmp_path):
     """Every workflow job records its machine; on Linux without a GPU driver's device files the GPU is None
     without importing torch (seconds per job); with one, torch is asked."""
+    import os
     import subprocess
     import sys
 
@@ -127,6 +128,17 @@ def test_gpu_name_without_a_gpu_driver_does_not_import_torch(tmp_path):
         return r.stdout.splitlines()
 
     assert ask(tmp_path / "none") == ["None", "False"]
+    # nor does the precision rule on a CPU without bf16 instructions (a Zen 2: fp32)
+    zen2 = code.replace(
+        "print(repr(machine.gpu_name()))", "machine.cpu_bf16_features = list; print(machine.resolve_precision())"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", zen2.format(str(tmp_path / "none"))],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "NUCSEG_PRECISION"},
+    )
+    assert r.stdout.splitlines() == ["fp32", "False"], r.stderr
     (tmp_path / "driver").write_text("")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     assert ask(tmp_path / "driver") == [repr(gpu), "True"]
