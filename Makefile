@@ -23,13 +23,17 @@ SNAKEMAKE = $(VENV)/bin/snakemake -s workflow/Snakefile --cores $(CORES) --rerun
 book: venv
 	$(SNAKEMAKE) --config profile=quick out=runs/synthetic-quick
 
-# the whole suite (what CI runs), with its 20 slowest tests listed at the end
+# the whole suite (what CI runs), with its 20 slowest tests listed at the end. Two pytest-xdist workers, each
+# taking whole test files: the workflow tests' jobs leave a core idle much of the time (start-up, one job left),
+# which the other worker fills. The smoke study runs once for both, and the two tests that build the reference
+# book take turns (tests/conftest.py: smoke_run, one_worker_at_a_time)
+XDIST := -n 2 --dist loadfile
 test: venv
-	$(PY) -m pytest tests -p no:cacheprovider --durations=20
+	$(PY) -m pytest tests -p no:cacheprovider $(XDIST) --durations=20
 
 # the developer's loop: unit and definition tests, no training beyond seconds, no workflow, browser or SLURM
 test-fast: venv
-	$(PY) -m pytest tests -p no:cacheprovider -m "not slow and not browser and not slurm" --durations=10
+	$(PY) -m pytest tests -p no:cacheprovider $(XDIST) -m "not slow and not browser and not slurm" --durations=10
 
 # speed on this machine: U-Net training step and inference s/MP at the precision chosen here, StarDist patches/s
 bench: venv

@@ -1,5 +1,6 @@
 """Shared fixtures: small synthetic samples, the shared real data (skipped when absent)."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -82,14 +83,41 @@ def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool
     return r
 
 
+def session_folder(tmp_path_factory) -> Path:
+    """A folder of this test session that its pytest-xdist workers share (each worker's base folder is
+    ``<session>/popen-gwN``); without xdist, the session's base folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def one_worker_at_a_time(tmp_path_factory, name: str):
+    """An exclusive lock ``name`` held by one of the session's pytest-xdist workers at a time (``fcntl.flock``)."""
+    import fcntl
+
+    with open(session_folder(tmp_path_factory) / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The whole study on the synthetic data at the smoke profile through the workflow (Snakemake, local), with
     its book: book/reproduce.md's command that re-runs the study with a top-K grid of its own, run as written
-    with the substitutions of tests/test_documented_commands.py (so the suite runs that study once)."""
+    with the substitutions of tests/test_documented_commands.py. The suite runs it once: the first pytest-xdist
+    worker that needs it runs it into the session's shared folder; the other waits for it and reads it."""
     from tests.test_documented_commands import run_documented, synthetic_study_command
 
-    return run_documented(synthetic_study_command(), tmp_path_factory.mktemp("run"))
+    shared = session_folder(tmp_path_factory) / "smoke_run"
+    with one_worker_at_a_time(tmp_path_factory, "smoke_run"):
+        done = shared / "run_folder.txt"
+        if not done.exists():
+            shared.mkdir(exist_ok=True)
+            done.write_text(str(run_documented(synthetic_study_command(), shared)))
+        return Path(done.read_text())
 
 
 # fixtures that train a model or run a whole study: a test that uses one is slow
@@ -117,3 +145,20 @@ def pytest_collection_modifyitems(config, items):
         if module == "test_workflow_slurm":
             item.add_marker(pytest.mark.slurm)
             item.add_marker(pytest.mark.slow)
+
+
+# each documented command's seconds (tests/test_documented_commands.py records them as a user property), gathered
+# from the reports, which pytest-xdist's workers send to the main process, and listed at the end of the run
+COMMAND_SECONDS = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        COMMAND_SECONDS.extend(value for name, value in report.user_properties if name == "command_seconds")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COMMAND_SECONDS:
+        terminalreporter.section("documented commands, seconds each")
+        for seconds, what in COMMAND_SECONDS:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {what}")

@@ -43,11 +43,14 @@ WARNING = re.compile(r"\b\w*Warning: |^WARNING\b|^W\d{4} ", re.M)
 
 
 @pytest.fixture(scope="module")
-def reference_book():
-    """The reference book, built as the Pages workflow builds it."""
+def reference_book(tmp_path_factory):
+    """The reference book, built as the Pages workflow builds it (into the repository's runs/reference-book, which
+    tests/test_maintenance.py builds too: the lock keeps the other pytest-xdist worker out while this module reads)."""
     from nucseg_lib.pipeline.runner import REFERENCE, book
+    from tests.conftest import one_worker_at_a_time
 
-    return book(REFERENCE / "coelho2009-cpu").parent.parent  # runs/reference-book
+    with one_worker_at_a_time(tmp_path_factory, "reference-book"):
+        yield book(REFERENCE / "coelho2009-cpu").parent.parent  # runs/reference-book
 
 
 def check_pages(html: Path, browser, min_pages: int, min_images: int, check_paths: bool = True):

@@ -13,7 +13,8 @@ SLURM). The bioimage.io export and ``bioimageio test`` run as written (into the 
 and in ``make book``). A command of a kind this file does not know fails the test, so a new
 documented command needs a way to be checked here. The study on a folder dataset (``dataset=folder``)
 is also checked for what it wrote: the whole study ran on the user's images. The study on the synthetic data
-with a top-K grid of its own runs once in the suite, as the ``smoke_run`` fixture that other tests read.
+with a top-K grid of its own runs once in the suite, as the ``smoke_run`` fixture that other tests read. Each
+command's seconds are listed at the end of pytest's report.
 """
 
 import os
@@ -172,11 +173,10 @@ def test_documented_slurm_commands_without_accounting_ask_squeue():
 
 
 @pytest.mark.slow
-def test_documented_commands_run_as_written(tmp_path, smoke_run, capsys):
+def test_documented_commands_run_as_written(tmp_path, record_property):
     if not (shared_data() / "coelho2009" / "data").is_dir():
         pytest.skip("the shared Coelho 2009 copy is needed by the documented commands")
-    # the synthetic study with its own top-K grid is the suite's smoke_run: it ran (as written) for the fixture
-    assert (smoke_run / "results" / "run.json").exists() and (smoke_run / "_build" / "html" / "index.html").exists()
+    # the synthetic study with its own top-K grid is the suite's smoke_run (the test below), not run twice
     synthetic, seen = synthetic_study_command(), set()
     folder_study_ran = False
     for n, (doc, cwd, cmd) in enumerate(documented_commands()):
@@ -189,14 +189,19 @@ def test_documented_commands_run_as_written(tmp_path, smoke_run, capsys):
         seen.add(key)
         began = time.perf_counter()
         out = run_documented(cmd, tmp_path, cwd, n)
-        with capsys.disabled():  # where this test's time goes, in CI's log too (the slowest test of the suite)
-            print(f"\n  {time.perf_counter() - began:6.1f} s  {doc}: {cmd[:110]}", end="")
+        # where this test's time goes (the slowest of the suite): listed at the end of pytest's report (conftest)
+        record_property("command_seconds", (round(time.perf_counter() - began, 1), f"{doc}: {cmd[:110]}"))
         if "snakemake" in cmd and "dataset=folder" in cmd:  # the whole study on the user's own annotated images
             summary = pd.read_csv(out / "results" / "summary.csv")
             assert set(summary.dataset) == {"folder"}
             assert {"data", "baseline", "beyond", "curves"} <= set(summary.experiment)
             assert (out / "notebooks" / "08_beyond_instances.ipynb").exists()
             folder_study_ran = True
-    with capsys.disabled():
-        print()  # pytest's progress goes on after the last line
     assert folder_study_ran, "no documented command runs the study on a folder dataset"
+
+
+@pytest.mark.slow
+def test_the_documented_synthetic_study_is_the_suites_smoke_run(smoke_run):
+    """The synthetic study with its own top-K grid (book/reproduce.md) ran as written, as the ``smoke_run`` fixture."""
+    assert "k_fractions=" in synthetic_study_command()
+    assert (smoke_run / "results" / "run.json").exists() and (smoke_run / "_build" / "html" / "index.html").exists()

@@ -45,8 +45,15 @@ def test_github_workflows_are_valid(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pages_workflow_build_step_builds_the_reference_book():
+def test_the_pages_workflow_build_step_builds_the_reference_book(tmp_path_factory):
     """The deploy workflow's build step, run exactly as written, makes the folder it uploads."""
+    from tests.conftest import one_worker_at_a_time
+
+    with one_worker_at_a_time(tmp_path_factory, "reference-book"):  # tests/test_book_browser.py reads that folder
+        _build_the_reference_book_as_the_pages_workflow_does()
+
+
+def _build_the_reference_book_as_the_pages_workflow_does():
     book = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
     steps = book["jobs"]["build"]["steps"]
     build = next(s for s in steps if s.get("name") == "Build the reference book")
