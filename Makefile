@@ -32,8 +32,9 @@ test: venv
 	$(PY) -m pytest tests -p no:cacheprovider $(XDIST) --durations=20
 
 # the developer's loop: unit and definition tests, no training beyond seconds, no workflow, browser or SLURM
+# (one worker: two took as long, 47 s on the Zen 4 of README.md, each starting its own torch)
 test-fast: venv
-	$(PY) -m pytest tests -p no:cacheprovider $(XDIST) -m "not slow and not browser and not slurm" --durations=10
+	$(PY) -m pytest tests -p no:cacheprovider -m "not slow and not browser and not slurm" --durations=10
 
 # speed on this machine: U-Net training step and inference s/MP at the precision chosen here, StarDist patches/s
 bench: venv
