@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic samples, the shared real data (skipped when absent)."""
+"""Shared fixtures: small synthetic samples, the shared real data (skipped when absent), the smoke study (run once
+for the session's pytest-xdist workers), and the test tiers."""
 
 import contextlib
 import os

@@ -71,7 +71,7 @@ def load(root=None, split: str = "all", max_per_split: dict | None = None) -> li
             entries.append((name, line, img_path, lab_path, assign[name]))
     if not entries:
         raise DataError(f"{root}: no labelled images found under data/preprocessed-data/{{gnf,ic100}}")
-    samples = [
+    return [
         Sample(
             read_image(img_path, channel=0),
             read_labels(lab_path),
@@ -82,4 +82,3 @@ def load(root=None, split: str = "all", max_per_split: dict | None = None) -> li
         )
         for name, line, img_path, lab_path, sp in select_files(entries, lambda e: e[4], split, max_per_split)
     ]
-    return samples
