@@ -134,18 +134,19 @@ def resolve_precision(precision: str = "auto", device=None) -> str:
             raise ValueError(f"$NUCSEG_PRECISION must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    if device is None and no_gpu_driver():  # the CPU's rule; torch is imported for the benchmark only
-        return "bf16" if cpu_bf16_features() and bf16_speedup() >= MIN_SPEEDUP else "fp32"
-    import torch
+    if device is None and no_gpu_driver():
+        kind = "cpu"  # known without importing torch: it is imported for the bf16 timing only
+    else:
+        import torch
 
-    from .model import pick_device
+        from .model import pick_device
 
-    device = torch.device(device) if device is not None else pick_device()
-    if device.type == "cuda":
-        return "bf16" if native_bf16(device) else "fp32"
-    if native_bf16(device) and bf16_speedup() >= MIN_SPEEDUP:
-        return "bf16"
-    return "fp32"
+        device = torch.device(device) if device is not None else pick_device()
+        if device.type == "cuda":
+            return "bf16" if native_bf16(device) else "fp32"
+        kind = device.type
+    # a CPU with bf16 instructions where the timing shows bf16 faster; elsewhere bf16 is emulated, slower than fp32
+    return "bf16" if kind == "cpu" and cpu_bf16_features() and bf16_speedup() >= MIN_SPEEDUP else "fp32"
 
 
 def native_bf16(device) -> bool:
