@@ -57,6 +57,24 @@ def test_refuses_patches_larger_than_images(tmp_path, small_synthetic):
         train_stardist(StarDistConfig(patch_size=128), tr[:2], tr[2:3], tmp_path)
 
 
+def test_the_same_seed_gives_the_same_training(tmp_path, small_synthetic):
+    """Two trainings with one seed start from the same initial weights and see the same patches: their losses are
+    equal, whatever drew random numbers in between (Keras takes a new model's weights from Python's random module)."""
+    import random
+
+    import pandas as pd
+
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = StarDistConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=64, threads=1)
+    losses = []
+    for name in ("a", "b"):
+        random.random()
+        np.random.random()
+        assert train_stardist(cfg, tr[:4], tr[4:], tmp_path, name=name, verbose=0, stop_after_epoch=1) is None
+        losses.append(pd.read_csv(tmp_path / name / "history.csv")[["loss", "val_loss"]].to_numpy())
+    assert np.isfinite(losses[0]).all() and np.array_equal(losses[0], losses[1])
+
+
 def test_an_interrupted_training_resumes_as_if_it_had_not_stopped(tmp_path, small_synthetic):
     """After a stop at epoch 2 of 3 (and a kill that left a row of an unfinished epoch 3 behind), the run
     goes on with Adam's step count, the best validation loss and the plateau schedule of epoch 2."""
