@@ -28,8 +28,8 @@ def format_ci(v, lo, hi):
 
 def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for claim, exp, method, metrics, paper, how in CLAIMS:
-        metrics = (metrics,) if isinstance(metrics, str) else metrics
+    for c in CLAIMS:
+        claim, exp, method, metrics, paper, how = c.text, c.experiment, c.method, c.metrics, c.paper, c.judge
         recorded = [m for m in metrics if ((summary.experiment == exp) & (summary.metric == m)).any()]
         metric = recorded[0] if recorded else metrics[0]
         if metric != metrics[0]:
@@ -70,10 +70,7 @@ def claims_table(summary: pd.DataFrame) -> pd.DataFrame:
             {
                 "claim": claim + ("" if method is not None else f" ({r.method})"),
                 "paper": "" if paper is None else f"{paper:.3f}",
-                # a count of epochs is a whole number, from training runs rather than test images
-                "ours [95% CI]": f"{r.value:+.0f} epochs"
-                if metric.startswith("epochs")
-                else format_ci(r.value, r.ci_low, r.ci_high),
+                "ours [95% CI]": f"{r.value:+.0f} {c.unit}" if c.unit else format_ci(r.value, r.ci_low, r.ci_high),
                 "n images": int(r.n_images) if r.n_images else "",
                 "verdict": verdict(r.value, r.ci_low, r.ci_high, paper, how),
             }

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pandas as pd
 
 PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
@@ -25,15 +27,31 @@ PAPER = {  # the paper's reported numbers (fractions), for the book's verdicts
     ("stardist", "stardist", "f1@0.5"): 0.88,
 }
 
-# (claim, experiment, method, metric, paper value or None, how to judge); a tuple of metrics: the first
-# one the run recorded (runs from before a metric existed show the older one, named in the claim)
 # the report's design check (notebook 07), judged from two numbers rather than one against the paper's
 ERF_CLAIM = ("ERF (95% mass diameter, px) larger than the largest nucleus (px)", "receptive_field")
 
+
+class Claim(NamedTuple):
+    """One row of the results page's claims table."""
+
+    text: str  # the claim as the table states it
+    experiment: str  # the notebook's experiment that measures it
+    method: str | None  # the model measured; None: the row names the model the run recorded
+    metric: str | tuple[str, ...]  # the metric; a tuple: older names after it (the first the run recorded is shown)
+    paper: float | None  # the report's number, None where the report has none
+    judge: str  # how :func:`verdict` compares ours with the paper's: "value", "zero", "positive", "diverges"
+    unit: str = ""  # "": a score with its bootstrap interval; else a count of this unit, printed as a signed number
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric's names, newest first."""
+        return (self.metric,) if isinstance(self.metric, str) else tuple(self.metric)
+
+
 CLAIMS = [
-    ("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
-    ("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),
-    (
+    Claim("U-Net with Dice loss: average test Dice", "baseline", "unet_dice", "dice", 0.98, "value"),
+    Claim("Pretrained encoder = scratch (difference in Dice)", "transfer", None, "dice_minus_scratch", 0.0, "zero"),
+    Claim(
         "Pretrained encoder learns faster: epochs to 95% of scratch's final validation Dice, pretrained minus "
         "scratch (not in the report)",
         "transfer",
@@ -41,13 +59,14 @@ CLAIMS = [
         "epochs_to_95pct_minus_scratch",
         None,
         "value",
+        unit="epochs",
     ),
-    ("Top-K alone, K = 10% of a patch: does not converge", "topk", "unet_topk_0.1", "dice", 0.002, "diverges"),
-    ("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
-    ("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
-    ("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
+    Claim("Top-K alone, K = 10% of a patch: does not converge", "topk", "unet_topk_0.1", "dice", 0.002, "diverges"),
+    Claim("Top-K alone, K = 20%", "topk", "unet_topk_0.2", "dice", 0.95, "value"),
+    Claim("Top-K alone, K = 50%", "topk", "unet_topk_0.5", "dice", 0.96, "value"),
+    Claim("Dice + top-K (K = 10%)", "topk", "unet_dice+topk_0.1", "dice", 0.99, "value"),
     # the report's claim is relative: 0.99 against the Dice U-Net's 0.98, so a paired difference of +0.01
-    (
+    Claim(
         "Dice + top-K better than Dice alone (paired difference in Dice)",
         "topk",
         "unet_dice+topk_0.1",
@@ -55,7 +74,7 @@ CLAIMS = [
         0.01,
         "positive",
     ),
-    (
+    Claim(
         "Boundary Dice of the Dice-loss U-Net (native resolution)",
         "boundary",
         "unet_dice",
@@ -63,9 +82,9 @@ CLAIMS = [
         0.56,
         "value",
     ),
-    ("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
-    ("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
-    (
+    Claim("U-Net with oracle label propagation: F1 at IoU 0.5", "stardist", "unet_oracle", "f1@0.5", 0.78, "value"),
+    Claim("StarDist: F1 at IoU 0.5", "stardist", "stardist", "f1@0.5", 0.88, "value"),
+    Claim(
         "Ground-truth-free boundary U-Net: F1 at IoU 0.5 (not in the report)",
         "beyond",
         "unet_boundary",

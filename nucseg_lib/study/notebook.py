@@ -66,7 +66,7 @@ def findings(study: Study) -> str:
     from .results import read_summary
 
     summary = read_summary(study.results.summary_path)
-    mine = {c[0].split(" (")[0] for c in [*CLAIMS, ERF_CLAIM] if c[1] == study.experiment}
+    mine = {text.split(" (")[0] for text, experiment, *_ in [*CLAIMS, ERF_CLAIM] if experiment == study.experiment}
     table = claims_table(summary)
     table = table[[any(str(c).startswith(m) for m in mine) for c in table.claim]]
     caveat = not_findings_caveat(study)
@@ -82,8 +82,8 @@ def findings(study: Study) -> str:
             continue
         paper = f", report {r.paper}" if r.paper not in ("", None) else ""
         lines.append(f"- {r.claim}: ours {r['ours [95% CI]']}{paper} -> {r.verdict}")
-    claimed = {c[2] for c in CLAIMS if c[1] == study.experiment}
-    metrics = {c[3] if isinstance(c[3], str) else c[3][0] for c in CLAIMS if c[1] == study.experiment}
+    claimed = {c.method for c in CLAIMS if c.experiment == study.experiment}
+    metrics = {c.metrics[0] for c in CLAIMS if c.experiment == study.experiment}
     extra = summary[
         (summary.experiment == study.experiment) & summary.metric.isin(metrics) & ~summary.method.isin(claimed)
     ]
