@@ -54,18 +54,14 @@ def disk(shape, center, radius):
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 
 
-def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool = True):
-    """Run the study's workflow with ``--config`` items ``config``; Snakemake's metadata goes to ``workdir``.
-
-    ``cores=None`` leaves ``--cores`` out (an executor profile sets the job count). Returns the
-    CompletedProcess (stdout and stderr together in ``stdout``).
-    """
-    import subprocess
+def snakemake_command(workdir, *config: str, args=(), cores: int | None = 2) -> list[str]:
+    """The command line that runs the study's workflow with ``--config`` items ``config``; Snakemake's metadata
+    goes to ``workdir`` (made here). ``cores=None`` leaves ``--cores`` out (an executor profile sets the job count)."""
     import sys
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
+    return [
         str(Path(sys.executable).parent / "snakemake"),
         "-s",
         str(SNAKEFILE),
@@ -78,6 +74,14 @@ def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool
         "--config",
         *config,
     ]
+
+
+def snakemake(workdir, *config: str, args=(), cores: int | None = 2, check: bool = True):
+    """Run the study's workflow (:func:`snakemake_command`); returns the CompletedProcess (stdout and stderr
+    together in ``stdout``), and fails the test when Snakemake fails and ``check`` is true."""
+    import subprocess
+
+    cmd = snakemake_command(workdir, *config, args=args, cores=cores)
     r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-4000:]}")

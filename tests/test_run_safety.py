@@ -290,27 +290,13 @@ def test_a_killed_run_resumes_without_re_executing_finished_notebooks(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
-    from tests.conftest import SNAKEFILE, snakemake
+    from tests.conftest import REPO, snakemake, snakemake_command
 
     out = tmp_path / "run"
-    cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(tmp_path),
-        "--cores",
-        "1",
-        "--config",
-        "profile=smoke",
-        f"out={out}",
-        "notebooks=[01,02,03]",
-        "book=false",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = snakemake_command(tmp_path, "profile=smoke", f"out={out}", "notebooks=[01,02,03]", "book=false", cores=1)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until one notebook finished and another one runs
         done = _executed(out) if (out / "notebooks").exists() else []
