@@ -7,7 +7,15 @@ import torch
 
 from nucseg_lib.inference import _window, predict_probabilities
 from nucseg_lib.targets import three_class
-from nucseg_lib.train.unet import PatchSampler, TrainConfig, load_trained, train, train_or_load, update_average
+from nucseg_lib.train.unet import (
+    PatchSampler,
+    TrainConfig,
+    average_decay,
+    load_trained,
+    train,
+    train_or_load,
+    update_average,
+)
 
 
 def tiny_config(**kw):
@@ -37,6 +45,25 @@ def test_weight_average_known_answer():
     update_average(average, model, 0.9)
     assert torch.allclose(average.weight, torch.full((2,), 0.19))
     assert torch.equal(model.weight, torch.ones(2))  # the trained model is not touched
+
+
+def test_weight_average_holds_no_share_of_the_initial_weights():
+    """Weights 1, 2, 3 after three steps, the average started at 100: with the step's decay it is the mean of
+    1, 2, 3 weighted 0.81, 0.9, 1 (decay 0.9), exactly; a constant decay would keep 0.729 x 100 of the start."""
+    model, average = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        average.weight.fill_(100.0)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        update_average(average, model, average_decay(0.9, step))
+        if step == 1:
+            assert float(average.weight) == 1.0  # the first step's decay is 0: the average becomes the weights
+    expected = (0.81 * 1 + 0.9 * 2 + 1 * 3) / (0.81 + 0.9 + 1)
+    assert float(average.weight) == pytest.approx(expected, rel=1e-6)
+    assert average_decay(0.995, 100_000) == pytest.approx(0.995)
+    with pytest.raises(ValueError, match="from 1"):
+        average_decay(0.9, 0)
 
 
 def test_weight_average_is_saved_resumed_and_keyed(tmp_path, small_synthetic):

@@ -63,7 +63,8 @@ class TrainConfig:
     stay fp32); :func:`nucseg_lib.machine.resolve_precision` says which one pays here.
     ``ema``: decay per step of an exponential moving average of the weights (0: off). The average
     does not change the training; it is what is validated, snapshotted and saved as
-    ``weights.pt``. With decay ``d`` it spans about ``1 / (1 - d)`` steps (0.995: the last ~200).
+    ``weights.pt``. With decay ``d`` it spans about ``1 / (1 - d)`` steps (0.995: the last ~200), and
+    it holds no share of the initial weights (:func:`average_decay`).
     """
 
     loss: str = "dice"
@@ -200,6 +201,21 @@ def pixel_dices(model, samples: Sequence[Sample], device=None, tile: int | None 
             for s in samples
         ]
     )
+
+
+def average_decay(decay: float, step: int) -> float:
+    """The decay to apply at training step ``step`` (1, 2, ...) so that the weight average is the mean of the
+    weights after steps 1 to ``step``, weighted ``decay ** (step - i)``, with no share of the initial weights.
+
+    An average started from the initial weights with a constant ``decay`` keeps ``decay ** step`` of them
+    (at 0.995: 37% after 200 steps, 2% after 800, 0.03% after 1600): a snapshot of a short training would show
+    the untrained network more than the trained one. Normalising by the weights' sum (as Adam corrects its
+    moments) removes that share: ``decay * (1 - decay ** (step - 1)) / (1 - decay ** step)``, 0 at the first
+    step (the average becomes the weights), tending to ``decay``.
+    """
+    if step < 1:
+        raise ValueError(f"step counts from 1, got {step}")
+    return decay * (1.0 - decay ** (step - 1)) / (1.0 - decay**step)
 
 
 def update_average(average: torch.nn.Module, model: torch.nn.Module, decay: float):
@@ -362,7 +378,7 @@ def train(
             loss.backward()
             opt.step()
             if average is not None:
-                update_average(average, model, config.ema)
+                update_average(average, model, average_decay(config.ema, epoch * config.steps_per_epoch + step))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", refresh=False)
         try:
