@@ -244,6 +244,63 @@ def test_a_job_that_never_finished_is_recorded_as_interrupted(tmp_path):
     assert (
         "resumed after an interruption (their seconds count the last attempt only): 03_transfer (1 unfinished" in page
     )
+    if (REPO / ".git").exists():  # the jobs recorded this checkout's commit
+        assert record["code"]["commits"] and "- code: commit " in page
+
+
+def test_code_version_names_the_commit_and_uncommitted_changes_to_what_makes_the_numbers(tmp_path):
+    """A checkout's commit; modified when the library, notebooks or workflow differ from it, not for a README;
+    no commit outside a git checkout (an installed copy)."""
+    import subprocess
+
+    from nucseg_lib.pipeline.jobs import code_version
+
+    def git(*args):
+        cmd = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert code_version(tmp_path) == {"commit": None}
+    (tmp_path / "nucseg_lib").mkdir()
+    (tmp_path / "nucseg_lib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("hello\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    assert len(head) == 40 and code_version(tmp_path) == {"commit": head, "modified": False}
+    (tmp_path / "README.md").write_text("changed\n")
+    assert code_version(tmp_path)["modified"] is False
+    (tmp_path / "nucseg_lib" / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == {"commit": head, "modified": True}
+    if (REPO / ".git").exists():  # this checkout: the library the tests import runs from it
+        assert (
+            code_version()["commit"]
+            == subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+        )
+
+
+def test_run_json_and_the_results_page_name_the_commits_the_jobs_ran():
+    from nucseg_lib.pipeline.book import code_lines
+    from nucseg_lib.pipeline.jobs import run_code
+
+    a, b = "a" * 40, "b" * 40
+    machines = {
+        "02_baseline": {"started": "2026-12-04T10:00:00", "code": {"commit": b, "modified": False}},
+        "model-unet_dice": {"started": "2026-12-04T09:00:00", "code": {"commit": a, "modified": True}},
+        "03_transfer": {"started": "2026-12-04T08:00:00"},  # recorded before commits were
+    }
+    code = run_code(machines)
+    assert code == {"commits": [a, b], "modified": True, "unrecorded_jobs": ["03_transfer"]}
+    (line,) = code_lines({"code": code})
+    assert line == (
+        "- code: commits aaaaaaaaaa, bbbbbbbbbb of this repository (its jobs ran at different commits), with "
+        "uncommitted changes to the library, notebooks or workflow; 1 job began before commits were recorded"
+    )
+    one = run_code({"02_baseline": machines["02_baseline"]})
+    assert code_lines({"code": one}) == ["- code: commit bbbbbbbbbb of this repository"]
+    assert code_lines({}) == [] and code_lines({"code": run_code({"x": {}})}) == []
 
 
 def test_results_page_tabulates_seed_replicates(tmp_path, smoke_run):

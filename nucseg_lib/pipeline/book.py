@@ -208,6 +208,25 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def code_lines(run: dict) -> list[str]:
+    """The run page's line on the code that made the run (``run.json``'s ``code``; none for runs made before it
+    was recorded): the commit(s) its jobs ran, whether that code had uncommitted changes, and which jobs began
+    before commits were recorded."""
+    code = run.get("code") or {}
+    commits, unrecorded = code.get("commits") or [], code.get("unrecorded_jobs") or []
+    if not commits:
+        return []
+    what = "commit " if len(commits) == 1 else "commits "
+    line = f"- code: {what}{', '.join(c[:10] for c in commits)} of this repository"
+    if len(commits) > 1:
+        line += " (its jobs ran at different commits)"
+    if code.get("modified"):
+        line += ", with uncommitted changes to the library, notebooks or workflow"
+    if unrecorded:
+        line += f"; {len(unrecorded)} job{'s' * (len(unrecorded) > 1)} began before commits were recorded"
+    return [line]
+
+
 def unet_lr(run: dict) -> float:
     """The Adam learning rate of a run's U-Nets, from ``run.json``. Runs assembled before it was recorded
     trained at the report's 1e-4: the profiles had no learning rate then, and TrainConfig's default is 1e-4."""
@@ -510,6 +529,7 @@ def write_results_page(
             else []
         ),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v),
+        *code_lines(run),
         "",
         "| notebook | status | seconds |",
         "|---|---|---|",

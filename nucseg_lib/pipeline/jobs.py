@@ -16,8 +16,9 @@ resumes from what is complete and names a failed job with its log. The jobs are:
   ``results/run.json`` (the results contract of :mod:`nucseg_lib.study.results`).
 
 Each model, notebook and curve job first writes ``results/machines/<job>.json``: the CPU, GPU and
-precision it ran on. A run resumed on another machine, or spread over a cluster's nodes, then says
-which job ran where (``run.json``'s ``job_machines``), instead of naming only the assembling machine.
+precision it ran on, and the commit of the code it ran (:func:`code_version`). A run resumed on another
+machine, or spread over a cluster's nodes, then says which job ran where (``run.json``'s ``job_machines``),
+instead of naming only the assembling machine, and ``run.json``'s ``code`` says which commit made its numbers.
 
 Usage (what the Snakefile's rules run)::
 
@@ -242,6 +243,52 @@ def versions() -> dict:
     return out
 
 
+# what a run's numbers depend on: a change elsewhere (docs, tests, the Makefile) does not mark the code modified
+RESULT_CODE = ("nucseg_lib", "notebooks", "workflow")
+
+
+def code_version(root: Path | None = None) -> dict:
+    """The commit this library runs from, and whether the library, notebooks or workflow differ from it.
+
+    ``{"commit": "<40 hex digits>", "modified": bool}``; ``{"commit": None}`` where the library does not run
+    from a git checkout (an installed copy) or git cannot say. ``root``: the checkout (default: the one that
+    holds this module).
+    """
+    import subprocess
+
+    root = Path(root) if root else Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists() or not (root / "nucseg_lib").is_dir():
+        return {"commit": None}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        modified = bool(git("status", "--porcelain", "--", *RESULT_CODE).strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": commit, "modified": modified}
+
+
+def run_code(machines: dict) -> dict:
+    """What ``run.json`` says of a run's code, from its jobs' machine records: ``commits`` (each commit its jobs
+    ran, oldest record first), ``modified`` (some job ran code that differs from its commit) and
+    ``unrecorded_jobs`` (jobs whose record has no commit: begun before commits were recorded, or not in git)."""
+    commits: list[str] = []
+    for info in sorted(machines.values(), key=lambda i: str(i.get("started"))):
+        c = (info.get("code") or {}).get("commit")
+        if c and c not in commits:
+            commits.append(c)
+    return {
+        "commits": commits,
+        "modified": any((info.get("code") or {}).get("modified") for info in machines.values()),
+        "unrecorded_jobs": sorted(job for job, info in machines.items() if not (info.get("code") or {}).get("commit")),
+    }
+
+
 def job_name(job: str, names: list[str]) -> str:
     """A job's name as its benchmark file has it: ``model-unet_dice``, ``03_transfer``, ``curve-stardist-2x-seed1``."""
     if job == "notebook":
@@ -256,7 +303,8 @@ def job_name(job: str, names: list[str]) -> str:
 
 
 def record_machine(run: Path, job: str) -> Path:
-    """Write ``results/machines/<job>.json``: the CPU, cores, GPU and U-Net precision this job runs with.
+    """Write ``results/machines/<job>.json``: the CPU, cores, GPU and U-Net precision this job runs with, and
+    the code's commit (:func:`code_version`).
 
     ``interrupted`` lists the start times of earlier attempts of the job that never finished (killed,
     or failed): Snakemake's timing of a resumed job covers its last attempt only.
@@ -267,6 +315,7 @@ def record_machine(run: Path, job: str) -> Path:
     out = Path(run) / "results" / "machines" / f"{job}.json"
     before = read_record(out)
     info = {k: v for k, v in hardware().items() if k in ("cpu", "cpu_bf16", "cores", "gpu", "precision")}
+    info["code"] = code_version()
     info["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     info["interrupted"] = (
         before.get("interrupted", []) + [before["started"]] if before and not before.get("finished") else []
@@ -351,6 +400,7 @@ def assemble(run: Path, params: dict, benchmarks: Path, notebooks: list[str]) ->
     # the machines the jobs ran on; where they differ (a resumed run, a cluster), hardware says so too
     machines = machine_records(run)
     record["job_machines"] = {job: machine_label(info) for job, info in machines.items()}
+    record["code"] = run_code(machines)
     # jobs resumed after an interruption: their seconds above count their last attempt only
     record["interrupted_jobs"] = {
         job: len(info["interrupted"]) for job, info in machines.items() if info.get("interrupted")
