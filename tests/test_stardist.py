@@ -19,12 +19,13 @@ def trained(tmp_path_factory, small_synthetic):
     return model, base / "tiny", small_synthetic
 
 
-def test_trains_saves_and_reloads(trained):
+def test_trains_saves_and_reloads(trained, capsys):
     model, folder, samples = trained
     assert (folder / "DONE").exists() and (folder / "weights_best.h5").exists() and (folder / "history.csv").exists()
     assert model.keras_model.run_eagerly  # 2 steps: tracing the graphs would cost more (EAGER_MAX_STEPS)
     again = load_stardist(folder)
     assert again.thresholds == model.thresholds
+    assert capsys.readouterr().out == ""  # loading prints nothing (StarDist's own lines would fill notebooks)
     test = [s for s in samples if s.meta["split"] == "test"][0]
     lab = predict_stardist(again, test.image)
     assert lab.shape == test.image.shape and lab.dtype == np.int32 and lab.min() >= 0

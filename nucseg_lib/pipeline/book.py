@@ -276,9 +276,10 @@ def other_run_note(what: str, other: dict, this: dict) -> str | None:
     )
 
 
-def curves_lines(curves: pd.DataFrame, lr: float, note: str | None = None) -> list[str]:
-    """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``, U-Nets at Adam learning
-    rate ``lr``): who wins at equal steps and at equal wall-clock time, per budget, with the seeds' spread."""
+def curves_lines(curves: pd.DataFrame, training: str, note: str | None = None) -> list[str]:
+    """Markdown on the learning curves (notebook 09's ``time_to_accuracy.csv``; ``training``: their run's
+    settings in :func:`run_settings`' words): who wins at equal steps and at equal wall-clock time, per budget,
+    with the seeds' spread."""
     from ..study.curves import leaders, winner_by_budget
 
     seeds = sorted(curves.seed.unique())
@@ -286,7 +287,7 @@ def curves_lines(curves: pd.DataFrame, lr: float, note: str | None = None) -> li
         "## How long to train: learning curves",
         "",
         f"From {{doc}}`../notebooks/09_learning_curves`: one long run per method, scale and training seed "
-        f"(seeds {', '.join(map(str, seeds))}; U-Nets at Adam learning rate {lr:g}), its snapshots evaluated "
+        f"(seeds {', '.join(map(str, seeds))}; U-Nets at {training}), its snapshots evaluated "
         f"with post-processing tuned on "
         f"validation images and scored on the test images at their native resolution. Test F1 at IoU 0.5, "
         f"the seeds' mean [min-max]:",
@@ -571,7 +572,7 @@ def write_results_page(
         if curves.exists():
             other = _read_run(curves.parent)
             note = other_run_note("This section", other, run) if curves.parent != results_dir else None
-            lines += [""] + curves_lines(pd.read_csv(curves), unet_lr(other), note)
+            lines += [""] + curves_lines(pd.read_csv(curves), run_settings(other)["training"], note)
         note = other_run_note("This section", cv_run, run) if other_cv else None  # how that run differs
         lines += [""] + cv_lines(cv_rows, note, compared_settings(cv_run))
     lines += [""] + run_lines

@@ -35,6 +35,8 @@ and are not used: the baseline is always trained here.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -478,7 +480,8 @@ def load_stardist(folder):
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder}: not a StarDist model folder (no config.json)")
-    return StarDist2D(None, name=folder.name, basedir=str(folder.parent))
+    with contextlib.redirect_stdout(io.StringIO()):  # StarDist prints the files it loads, three lines a model
+        return StarDist2D(None, name=folder.name, basedir=str(folder.parent))
 
 
 def predict_stardist(model, image: np.ndarray, max_side: int = 1024, normalize: bool = True) -> np.ndarray:
