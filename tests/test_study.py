@@ -390,10 +390,10 @@ def test_notebook_7_findings_give_the_erf_verdict(tmp_path):
     assert "ERF" in text and "46 vs 60" in text and "not reproduced" in text
 
 
-@pytest.mark.parametrize("run", ["coelho2009-cpu", "coelho2009-cpu-seed1"])
+@pytest.mark.parametrize("run", ["coelho2009-cpu", "coelho2009-cpu-seed1", "coelho2009-cpu-curves"])
 def test_the_published_run_is_the_cpu_profiles_run(run):
-    """What `make reference` would train today is what the published run trained: changing the cpu profile's
-    budget, learning rate or weight average without re-publishing the reference run fails here."""
+    """What `make reference` (and `make curves`) would train today is what the published runs trained: changing the
+    cpu profile's budget, learning rate or weight average without re-publishing them fails here."""
     from nucseg_lib.study.profiles import get_profile, training_budget
     from tests.conftest import REPO
 
