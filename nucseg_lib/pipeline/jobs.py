@@ -277,15 +277,12 @@ def run_code(machines: dict) -> dict:
     """What ``run.json`` says of a run's code, from its jobs' machine records: ``commits`` (each commit its jobs
     ran, oldest record first), ``modified`` (some job ran code that differs from its commit) and
     ``unrecorded_jobs`` (jobs whose record has no commit: begun before commits were recorded, or not in git)."""
-    commits: list[str] = []
-    for info in sorted(machines.values(), key=lambda i: str(i.get("started"))):
-        c = (info.get("code") or {}).get("commit")
-        if c and c not in commits:
-            commits.append(c)
+    code = {job: info.get("code") or {} for job, info in machines.items()}
+    by_start = sorted(machines, key=lambda job: str(machines[job].get("started")))
     return {
-        "commits": commits,
-        "modified": any((info.get("code") or {}).get("modified") for info in machines.values()),
-        "unrecorded_jobs": sorted(job for job, info in machines.items() if not (info.get("code") or {}).get("commit")),
+        "commits": list(dict.fromkeys(code[job]["commit"] for job in by_start if code[job].get("commit"))),
+        "modified": any(c.get("modified") for c in code.values()),
+        "unrecorded_jobs": sorted(job for job, c in code.items() if not c.get("commit")),
     }
 
 
