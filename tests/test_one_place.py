@@ -70,8 +70,7 @@ def test_every_notebooks_parameters_cell_holds_the_declared_parameters():
     """The study's parameters and each notebook's extra ones (nucseg_lib.study.parameters.NOTEBOOK_EXTRA) are the
     variables of the notebooks' parameters cells: a parameter declared but missing from a cell fails here."""
     from nucseg_lib.pipeline.jobs import NOTEBOOKS
-    from nucseg_lib.study.notebook import OVERRIDES, PARAMETERS
-    from nucseg_lib.study.parameters import NOTEBOOK_EXTRA, WORKFLOW_PARAMETERS
+    from nucseg_lib.study.parameters import NOTEBOOK_EXTRA, OVERRIDES, PARAMETERS, WORKFLOW_PARAMETERS
 
     declared = {p.name for p in WORKFLOW_PARAMETERS}
     for name in NOTEBOOKS:

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from ..study.notebook import OVERRIDES, PARAMETERS
+from ..study.parameters import OVERRIDES, PARAMETERS
 from .folders import REPO
 
 NOTEBOOK_DIR = REPO / "notebooks"

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 
+from .parameters import OVERRIDES, PARAMETERS
 from .study import Study
-
-PARAMETERS = ("dataset", "profile", "data_root", "out_dir", "seed")
-OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr", "ema", "stardist_lr")  # None: the profile's
 
 
 def setup(experiment: str, parameters: dict) -> Study:

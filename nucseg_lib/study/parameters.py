@@ -201,7 +201,14 @@ WORKFLOW_PARAMETERS = (
 )
 
 
-# what each notebook gets beyond the study's parameters (nucseg_lib.study.notebook.PARAMETERS and OVERRIDES): workflow
+# the parameters cell of every notebook: what makes a Study (nucseg_lib.study.notebook.setup), and the training
+# overrides (None: the profile's). Declared here, in a module that imports nothing heavy, because every workflow
+# job reads them (nucseg_lib.pipeline.jobs) and a notebook job would otherwise import the study's data and models
+# in its own process besides the kernel's (about a second of a 2-core CPU per notebook job)
+PARAMETERS = ("dataset", "profile", "data_root", "out_dir", "seed")
+OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "patch_size", "lr", "ema", "stardist_lr")
+
+# what each notebook gets beyond the study's parameters (PARAMETERS and OVERRIDES): workflow
 # keys passed as papermill parameters of the same name; a change of one re-runs the notebooks that use it
 NOTEBOOK_EXTRA = {
     "04_topk": ("k_fractions", "combo_k"),

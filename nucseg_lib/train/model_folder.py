@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-# torch is imported where it is used: the workflow's jobs record their machine and write JSON with this
-# module before their notebook's kernel imports torch (about 3 s of a 2-core CPU that a job need not spend twice)
+# torch and pandas are imported where they are used: the workflow's jobs record their machine and write JSON with
+# this module before their notebook's kernel imports them (about 3 s and 0.4 s of a 2-core CPU that a job need not
+# spend twice)
 
 
 class TrainingDiverged(RuntimeError):
@@ -101,6 +104,8 @@ def load_trained(folder, device=None):
         raise TrainingDiverged(folder, read_json(folder / "diverged.json"))
     if not (folder / "weights.pt").is_file():
         raise FileNotFoundError(f"{folder}: no weights.pt (training did not finish; run train() to resume)")
+    import pandas as pd
+
     model, cfg = model_with_weights(folder, folder / "weights.pt", device)
     hist = pd.DataFrame()
     if (folder / "history.csv").exists():
@@ -113,6 +118,8 @@ def load_trained(folder, device=None):
 
 def snapshots(folder) -> pd.DataFrame:
     """The snapshots of a model folder, by step: ``steps, train_seconds, val_dice, precision, weights``."""
+    import pandas as pd
+
     rows = [
         {**read_json(j), "weights": j.with_suffix(".pt")}
         for j in sorted((Path(folder) / "snapshots").glob("step-[0-9][0-9][0-9][0-9][0-9][0-9].json"))
