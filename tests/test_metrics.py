@@ -155,6 +155,50 @@ def test_overlap_counting_is_sparse_enough(coelho_root):
     assert df.tp.iloc[0] > 0.9 * s.labels.max()
 
 
+def test_label_overlap_counts_two_disks_and_the_background():
+    """Two disks of radius 10 px shifted by 4 px: the matrix holds their intersection, each one's rest against
+    the other's background, and the background shared by both."""
+    a, b = two_disks(4)
+    both, only_a, only_b = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+    counts = M.label_overlap(a, b)
+    assert counts.dtype == np.uint and counts.shape == (2, 2)
+    assert counts.tolist() == [[a.size - both - only_a - only_b, only_b], [only_a, both]]
+    with pytest.raises(ValueError, match=">= 0"):
+        M.label_overlap(-a, b)
+    with pytest.raises(ValueError, match="one shape"):
+        M.label_overlap(a, b[:10])
+
+
+def test_stardist_matching_counts_as_stardists_own_loop():
+    """StarDist's matching and threshold tuning count overlaps with our label_overlap once stardist_matching ran:
+    the same matrix as StarDist's numba loop (run here as plain Python, its source), the same matching."""
+    import importlib
+
+    import stardist.matching as sm
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 7, size=(40, 50))
+    pred = np.where(rng.random((40, 50)) < 0.8, truth, rng.integers(0, 9, size=(40, 50)))
+    importlib.reload(sm)  # StarDist's own definitions, whatever an earlier test replaced
+    loop = sm._label_overlap.py_func  # numba's dispatcher keeps the Python function it compiles
+    expected = loop(truth, pred)
+    assert M.stardist_matching() is sm and sm._label_overlap is M.label_overlap
+    try:
+        assert np.array_equal(M.label_overlap(truth, pred), expected)
+        assert M.label_overlap(truth, pred).dtype == expected.dtype
+        ours = sm.matching(truth, pred, thresh=0.3)
+        sm._label_overlap = loop
+        theirs = sm.matching(truth, pred, thresh=0.3)
+        assert (ours.tp, ours.fp, ours.fn, ours.mean_true_score) == (
+            theirs.tp,
+            theirs.fp,
+            theirs.fn,
+            theirs.mean_true_score,
+        )
+    finally:
+        M.stardist_matching()
+
+
 def test_crop_box_zooms_on_the_mask_with_a_margin_clipped_to_the_image():
     from nucseg_lib.study.plots import crop_box
 

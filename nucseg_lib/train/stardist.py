@@ -51,7 +51,8 @@ from ..data.common import Sample, normalize_percentile
 
 
 def configure_tensorflow(threads: int | None = None, log_level: int = 3):
-    """Quiet TensorFlow and cap its threads; call before anything imports tensorflow. Returns the module.
+    """Quiet TensorFlow and cap its threads, and let StarDist count overlaps with :func:`~nucseg_lib.metrics.
+    label_overlap`; call before anything imports tensorflow. Returns the module.
 
     ``log_level`` 3 hides TensorFlow's C++ log lines below FATAL (start-up notes and the
     harmless oneDNN fallback message on CPUs without AVX-512); Python errors still raise.
@@ -85,6 +86,10 @@ def configure_tensorflow(threads: int | None = None, log_level: int = 3):
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+    # StarDist's threshold tuning then counts label overlaps without compiling numba code in this process
+    from ..metrics import stardist_matching
+
+    stardist_matching()
     return tf
 
 
