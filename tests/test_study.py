@@ -475,6 +475,14 @@ def test_a_notebook_from_another_run_says_how_that_run_differs(tmp_path):
     note = other_run_note("This section", tuned, book_run)
     assert "StarDist at Adam learning rate 0.001; the rest" in note and note.endswith("its own CPU.")
     assert "StarDist at Adam learning rate 0.0003." in note  # the book's run predates the setting: its default
+    # a run with the book's settings but published before runs recorded their code (the cross-validation of
+    # 2026-12-04, before StarDist's seeding and the normalised weight average): said, whatever else agrees
+    committed = {**book_run, "code": {"commits": ["18327f361f0000"], "modified": False, "unrecorded_jobs": []}}
+    note = other_run_note("This section", book_run, committed)
+    assert "same CPU with the same precision and training settings" in note and "predate changes" in note
+    assert other_run_note("This section", committed, committed) is None
+    assert other_run_note("This section", committed, book_run) is None  # the book's own run says nothing
+    assert "Its code is not recorded" in other_run_note("This section", curves_run, committed)
     for name, record in (("curves", curves_run), ("book", book_run)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps(record))

@@ -263,16 +263,29 @@ def run_settings(run: dict) -> dict:
 
 def other_run_note(what: str, other: dict, this: dict) -> str | None:
     """A sentence saying that ``what`` comes from the run ``other``, not ``this`` (both ``run.json`` records),
-    and how the two differ; None when they do not (the same settings on the same CPU)."""
+    and how the two differ: settings and CPU, and whether ``other``'s code is unrecorded where ``this`` names its
+    commit (a run published before commits were recorded may predate fixes that the changelog lists). None when
+    they do not differ."""
     a, b = run_settings(other), run_settings(this)
+    unrecorded = not (other.get("code") or {}).get("commits") and bool((this.get("code") or {}).get("commits"))
+    code = (
+        "it was published before runs recorded the commit of their code, so it may predate changes to the code "
+        "that the changelog lists"
+    )
     if {k: a[k] for k in ("cpu", "precision", "training")} == {k: b[k] for k in ("cpu", "precision", "training")}:
-        return None
+        if not unrecorded:
+            return None
+        return (
+            f"{what} comes from another run than the rest of this book: assembled {a['assembled']}, on the same CPU "
+            f"with the same precision and training settings, but {code}. Its comparisons are made within that run, "
+            f"every method trained there."
+        )
     return (
         f"{what} comes from another run than the rest of this book: assembled {a['assembled']} on {a['cpu']}, "
         f"U-Nets in {a['precision']} with {a['training']}; the rest of the book: assembled {b['assembled']} on "
         f"{b['cpu']}, {b['precision']}, {b['training']}. Its comparisons are made within that run, every method "
         f"trained there; its numbers are not those of the models on the other pages, and its seconds are those of "
-        f"its own CPU."
+        f"its own CPU." + (f" Its code is not recorded: {code}." if unrecorded else "")
     )
 
 
