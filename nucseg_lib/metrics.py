@@ -117,13 +117,14 @@ def label_overlap(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     Entry ``[i, j]`` counts the pixels labelled ``i`` in ``truth`` and ``j`` in ``pred``; the shape is
     ``(1 + truth.max(), 1 + pred.max())`` and the dtype unsigned, as in StarDist's ``label_overlap``. Labels are
     whole numbers >= 0 (sequential ones keep the matrix small). One ``np.bincount`` over the pairs: StarDist
-    counts with a numba loop that is compiled anew in every process that first matches, about 2 s of a 2-core
-    CPU (some 70 workflow jobs in ``make test`` match); :func:`stardist_matching` lets StarDist use this one.
+    counts with a numba loop that is compiled anew in every process that first matches, 0.9 s of CPU on the
+    2-core Zen 4 of the README (some 70 workflow jobs in ``make test`` match), where one count of a 1.4 megapixel
+    image takes 10 ms here against its 2 ms; :func:`stardist_matching` lets StarDist use this one.
     """
-    t = np.asarray(truth).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    if t.shape != p.shape:
-        raise ValueError(f"label images of {t.size} and {p.size} pixels: they must have one shape")
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"label images of shapes {truth.shape} and {pred.shape}: they must have one shape")
+    t, p = truth.ravel().astype(np.int64), pred.ravel().astype(np.int64)
     if t.size and min(t.min(), p.min()) < 0:
         raise ValueError("labels must be >= 0 (0: background)")
     n_true, n_pred = int(t.max(initial=0)) + 1, int(p.max(initial=0)) + 1

@@ -165,8 +165,9 @@ def test_label_overlap_counts_two_disks_and_the_background():
     assert counts.tolist() == [[a.size - both - only_a - only_b, only_b], [only_a, both]]
     with pytest.raises(ValueError, match=">= 0"):
         M.label_overlap(-a, b)
-    with pytest.raises(ValueError, match="one shape"):
-        M.label_overlap(a, b[:10])
+    for other in (b[:10], b[:, :30]):  # fewer pixels; as many pixels (1800) in another shape than a[:30]
+        with pytest.raises(ValueError, match="one shape"):
+            M.label_overlap(a[:30], other)
 
 
 def test_stardist_matching_counts_as_stardists_own_loop():
