@@ -36,10 +36,12 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest tests -p no:cacheprovider -m "not slow and not browser and not slurm" --durations=10
 
-# speed on this machine: U-Net training step and inference s/MP at the precision chosen here, StarDist patches/s
+# speed on this machine: U-Net training step and inference s/MP at the precision chosen here, StarDist patches/s,
+# and the seconds a job spends starting (imports of torch, TensorFlow, papermill; a notebook kernel)
 bench: venv
 	$(PY) benchmarks/bench_unet.py --batch 8 --patch 128 --steps 5
 	$(PY) benchmarks/bench_stardist.py --dataset synthetic --scale 1 --steps 20 --images 16
+	$(PY) benchmarks/bench_startup.py
 
 # training seeds of notebook 08's replicates (sibling folders runs/coelho2009-cpu-seed<N>)
 REPLICATES ?= 1

@@ -74,3 +74,21 @@ def test_bench_unet_times_bf16_only_where_native(tmp_path):
         assert "train bf16" in r.stdout and "training step fp32/bf16" in r.stdout
     else:
         assert "bf16 not timed" in r.stdout and "train bf16" not in r.stdout
+
+
+def test_bench_startup_times_each_item_in_a_fresh_process():
+    """The start-up benchmark names the CPU and prints wall and CPU seconds per item; a bad count is refused."""
+    import re
+
+    cmd = [sys.executable, "benchmarks/bench_startup.py", "--repeats", "1", "--items", "python", "papermill"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "best of 1 fresh processes" in lines[0]
+    timed = {
+        m[1]: (float(m[2]), float(m[3])) for m in re.finditer(r"(\w+): +([\d.]+) s wall, +([\d.]+) s CPU", r.stdout)
+    }
+    assert set(timed) == {"python", "papermill"} and all(w > 0 for w, _ in timed.values())
+    assert timed["papermill"][1] > timed["python"][1]  # papermill's imports cost CPU beyond the bare interpreter
+    r = subprocess.run([*cmd[:2], "--repeats", "0"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "--repeats must be at least 1" in r.stderr
