@@ -110,7 +110,7 @@ def _predict_instances(study, method: str, folder: Path, weights: Path):
         from ..data.common import normalize_percentile
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            model = load_stardist(folder)  # StarDist prints what it loads and a bar per NMS threshold
+            model = load_stardist(folder)  # (silent) its threshold tuning below prints a bar per NMS threshold
             model.keras_model.load_weights(str(weights))
             model.optimize_thresholds(
                 [normalize_percentile(s.image) for s in study.val],
