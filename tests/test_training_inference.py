@@ -74,8 +74,10 @@ def test_weight_average_is_saved_resumed_and_keyed(tmp_path, small_synthetic):
         tiny_config(ema=1.0)
     plain, _ = train(tiny_config(), tr[:4], tr[4:], tmp_path / "plain", progress=False)
     cfg = tiny_config(ema=0.5)
-    full, _ = train(cfg, tr[:4], tr[4:], tmp_path / "full", progress=False)
+    # the last epoch's checkpoint holds the raw weights; finishing removes it (test_finished_training_...)
+    train(cfg, tr[:4], tr[4:], tmp_path / "full", progress=False, stop_after_epoch=cfg.epochs)
     raw = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    full, _ = train(cfg, tr[:4], tr[4:], tmp_path / "full", progress=False)
     saved = torch.load(tmp_path / "full" / "weights.pt", weights_only=True)
     name = "head.weight"
     assert torch.equal(raw[name], plain.state_dict()[name])  # the average does not change the training
@@ -83,6 +85,24 @@ def test_weight_average_is_saved_resumed_and_keyed(tmp_path, small_synthetic):
     train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False, stop_after_epoch=1)
     resumed, _ = train(cfg, tr[:4], tr[4:], tmp_path / "resumed", progress=False)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_finished_training_removes_its_checkpoint_and_is_loaded_not_trained_again(tmp_path, small_synthetic):
+    """The checkpoint (model, Adam's two moments) is three times the weights; once weights.pt is written it goes.
+    train() on the finished folder then loads weights.pt: it neither trains from scratch nor writes over it."""
+    tr = [s for s in small_synthetic if s.meta["split"] == "train"]
+    cfg = tiny_config(epochs=2)
+    folder = tmp_path / "m"
+    train(cfg, tr[:4], tr[4:], folder, progress=False, stop_after_epoch=1)
+    assert (folder / "checkpoint.pt").is_file() and not (folder / "weights.pt").exists()
+    model, hist = train(cfg, tr[:4], tr[4:], folder, progress=False)
+    assert (folder / "weights.pt").is_file() and not (folder / "checkpoint.pt").exists()
+    written = (folder / "weights.pt").stat().st_mtime_ns
+    again, hist_again = train(cfg, tr[:4], tr[4:], folder, progress=False)
+    assert (folder / "weights.pt").stat().st_mtime_ns == written and not (folder / "checkpoint.pt").exists()
+    assert list(hist_again.epoch) == list(hist.epoch) == [1, 2] and not again.training
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 
 

@@ -6,13 +6,14 @@ A **trained-model folder** holds:
 - ``weights.pt``: the final state dict (present only when training finished);
 - ``history.csv``: one row per epoch: ``epoch, train_loss, val_dice, seconds``;
 - ``checkpoint.pt``: model, optimizer, weight average (``TrainConfig.ema``) and history after the
-  last finished epoch;
+  last finished epoch; removed when ``weights.pt`` is written;
 - ``snapshots/step-NNNNNN.pt`` and ``.json`` (when asked for, learning curves): the weights
   after that many training steps, and the training seconds and validation Dice at that point.
 
 :func:`train` resumes from ``checkpoint.pt`` when it exists, so an interrupted
 run continues at the next epoch and ends with the same weights as an
-uninterrupted one (randomness is re-seeded from ``(seed, epoch)`` each epoch).
+uninterrupted one (randomness is re-seeded from ``(seed, epoch)`` each epoch); on a finished folder it
+loads ``weights.pt``.
 :func:`train_or_load` caches models by configuration under a models folder.
 """
 
@@ -296,6 +297,9 @@ def train(
             )
     if div_path.exists():
         raise TrainingDiverged(out_dir, read_json(div_path))
+    if (out_dir / "weights.pt").is_file():  # finished (its checkpoint was removed then): load it, never train over it
+        model, _, hist = load_trained(out_dir, device)
+        return model, hist
     info = {
         **asdict(config),
         "key": key,
@@ -420,6 +424,9 @@ def train(
     hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_dice", "seconds"])
     hist.to_csv(out_dir / "history.csv", index=False)
     save_atomic(kept.state_dict(), out_dir / "weights.pt")
+    # finished: weights.pt is the model, and the checkpoint's optimizer state (two thirds of it) is of no more use;
+    # removed, a study's model folders take a third of the disk
+    ckpt_path.unlink(missing_ok=True)
     return kept, hist
 
 
