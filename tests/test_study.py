@@ -568,6 +568,11 @@ def test_key_findings_box_counts_verdicts_and_says_when_a_run_is_not_findings():
     assert "2 of 3 hold (U-Net with Dice loss; The U-Net clumps touching nuclei)" in box  # StarDist does not
     assert "boundary-aware U-Net leads StarDist" in box and "(paired, 20 test images)" in box
     assert "(cross-validation, 87 images) the boundary-aware U-Net cannot be told apart from StarDist" in box
+    # two verdicts on one question: the box says how wide each interval is (test split 0.040, cross-validation 0.040)
+    assert "That verdict differs from the test split's: its 20 images give a 95% interval 0.040 wide around " in box
+    assert "+0.030, these 87 one 0.040 wide around -0.010." in box
+    same = cv.assign(value=0.02, ci_low=0.01, ci_high=0.03)  # leads in both: nothing to explain
+    assert "differs" not in "\n".join(key_findings(pd.DataFrame(rows, columns=cols), same))
     assert run_caveat({"profile": "cpu", "dataset": "coelho2009"}) == ""
     caveat = run_caveat({"profile": "quick", "dataset": "synthetic"})
     assert caveat.startswith("Not findings: this run trained each model for 200 steps")

@@ -461,9 +461,11 @@ def key_findings(
         f"differ: see the table and the reason next to each verdict."
     ]
     beyond = summary[summary.experiment == "beyond"].set_index(["method", "metric"])
+    split = None  # the test split's (verdict, difference row), which the cross-validation's is compared with
     if ("unet_boundary", "f1@0.5_minus_stardist") in beyond.index:
         d = beyond.loc[("unet_boundary", "f1@0.5_minus_stardist")]
         lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
+        split = (lead, d)
         bullets.append(
             f"Without ground truth at test time, the boundary-aware U-Net {lead} StarDist: F1 at IoU 0.5 difference "
             f"{format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images{trained(run)})."
@@ -484,6 +486,13 @@ def key_findings(
             f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
             f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)}){clumps}."
         )
+        if split is not None and split[0] != lead:  # two verdicts on one question: say why they differ
+            t = split[1]
+            bullets[-1] += (
+                f" That verdict differs from the test split's: its {int(t.n_images)} images give a 95% interval "
+                f"{t.ci_high - t.ci_low:.3f} wide around {t.value:+.3f}, these {int(d.n_images)} one "
+                f"{d.ci_high - d.ci_low:.3f} wide around {d.value:+.3f}."
+            )
     title = "What this run shows (not findings)" if caveat else "Key findings"
     return [f"```{{admonition}} {title}", *([caveat, ""] if caveat else []), *[f"- {b}" for b in bullets], "```", ""]
 
