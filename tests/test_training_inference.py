@@ -89,7 +89,8 @@ def test_weight_average_is_saved_resumed_and_keyed(tmp_path, small_synthetic):
 
 
 def test_finished_training_removes_its_checkpoint_and_is_loaded_not_trained_again(tmp_path, small_synthetic):
-    """The checkpoint (model, Adam's two moments) is three times the weights; once weights.pt is written it goes.
+    """The checkpoint (model, Adam's two moments) is three times the weights; once weights.pt is written it goes
+    (checked without the weight average, whose copy makes it four times).
     train() on the finished folder then loads weights.pt: it neither trains from scratch nor writes over it."""
     tr = [s for s in small_synthetic if s.meta["split"] == "train"]
     cfg = tiny_config(epochs=2)

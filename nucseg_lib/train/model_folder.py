@@ -2,9 +2,9 @@
 the workflow's jobs, ``nucseg predict`` and the exports share.
 
 A U-Net model folder holds ``config.json`` (the training configuration), ``weights.pt`` (the final
-weights; present only when training finished), ``history.csv``, ``checkpoint.pt`` (resume state; removed
-when training finishes), optionally ``snapshots/step-NNNNNN.pt`` + ``.json``, and ``diverged.json`` when training produced a
-non-finite loss (:class:`TrainingDiverged`). Every file is written atomically (a temporary file,
+weights; present only when training finished), ``history.csv``, ``checkpoint.pt`` (resume state;
+removed when training finishes), optionally ``snapshots/step-NNNNNN.pt`` + ``.json``, and ``diverged.json``
+when training produced a non-finite loss (:class:`TrainingDiverged`). Every file is written atomically (a temporary file,
 then ``os.replace``), so an interruption leaves the old file or the new one, never half of one.
 Every read error is a :class:`ModelFolderError` naming the file; weights are loaded with
 ``weights_only=True``, so a crafted file cannot run code.
