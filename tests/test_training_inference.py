@@ -58,9 +58,9 @@ def test_weight_average_holds_no_share_of_the_initial_weights():
             model.weight.fill_(float(step))
         update_average(average, model, average_decay(0.9, step))
         if step == 1:
-            assert float(average.weight) == 1.0  # the first step's decay is 0: the average becomes the weights
+            assert average.weight.item() == 1.0  # the first step's decay is 0: the average becomes the weights
     expected = (0.81 * 1 + 0.9 * 2 + 1 * 3) / (0.81 + 0.9 + 1)
-    assert float(average.weight) == pytest.approx(expected, rel=1e-6)
+    assert average.weight.item() == pytest.approx(expected, rel=1e-6)
     assert average_decay(0.995, 100_000) == pytest.approx(0.995)
     with pytest.raises(ValueError, match="from 1"):
         average_decay(0.9, 0)
