@@ -467,9 +467,7 @@ def train_or_load(
         The model, its history and its folder.
     """
     folder = model_folder(models_dir, config, name)
-    if (folder / "weights.pt").is_file():
-        model, _, hist = load_trained(folder, device)
-        return model, hist, folder
+    # train() itself loads a finished folder (weights.pt) instead of training
     model, hist = train(config, train_samples, val_samples, folder, device, progress, snapshot_steps=snapshot_steps)
     model.eval()
     return model, hist, folder
