@@ -450,6 +450,9 @@ def key_findings(
     def trained(record):
         return f"; StarDist at Adam learning rate {stardist_lr(record):g}" if record is not None else ""
 
+    def lead(d):  # the boundary U-Net against StarDist, from a paired difference's 95% interval
+        return "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
+
     if not len(summary):
         return []
     table = claims_table(summary)
@@ -461,14 +464,13 @@ def key_findings(
         f"differ: see the table and the reason next to each verdict."
     ]
     beyond = summary[summary.experiment == "beyond"].set_index(["method", "metric"])
-    split = None  # the test split's (verdict, difference row), which the cross-validation's is compared with
+    split = None  # the test split's paired difference, which the cross-validation's verdict is compared with
     if ("unet_boundary", "f1@0.5_minus_stardist") in beyond.index:
-        d = beyond.loc[("unet_boundary", "f1@0.5_minus_stardist")]
-        lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
-        split = (lead, d)
+        split = d = beyond.loc[("unet_boundary", "f1@0.5_minus_stardist")]
         bullets.append(
-            f"Without ground truth at test time, the boundary-aware U-Net {lead} StarDist: F1 at IoU 0.5 difference "
-            f"{format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images{trained(run)})."
+            f"Without ground truth at test time, the boundary-aware U-Net {lead(d)} StarDist: F1 at IoU 0.5 "
+            f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired, {int(d.n_images)} test images"
+            f"{trained(run)})."
         )
     if ("unet_dice_cc", "merged") in beyond.index and ("unet_boundary", "merged") in beyond.index:
         bullets.append(
@@ -479,15 +481,14 @@ def key_findings(
     cv = rows[(rows.experiment == "cross_validation") & (rows.metric == "f1@0.5_minus_stardist")]
     if len(cv):
         d = cv.iloc[0]
-        lead = "leads" if d.ci_low > 0 else "trails" if d.ci_high < 0 else "cannot be told apart from"
         merged = _cv_merged(rows)
         clumps = f"; it merged {merged[0].value:.0f} nuclei, StarDist {merged[1].value:.0f}" if merged else ""
         bullets.append(
-            f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead} StarDist: "
-            f"difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)}){clumps}."
+            f"Over every image (cross-validation, {int(d.n_images)} images) the boundary-aware U-Net {lead(d)} "
+            f"StarDist: difference {format_ci(d.value, d.ci_low, d.ci_high)} (paired{trained(cv_run)}){clumps}."
         )
-        if split is not None and split[0] != lead:  # two verdicts on one question: say why they differ
-            t = split[1]
+        if split is not None and lead(split) != lead(d):  # two verdicts on one question: say why they differ
+            t = split
             bullets[-1] += (
                 f" That verdict differs from the test split's: its {int(t.n_images)} images give a 95% interval "
                 f"{t.ci_high - t.ci_low:.3f} wide around {t.value:+.3f}, these {int(d.n_images)} one "
